@@ -1,0 +1,114 @@
+"""The item catalog: titles and the item ids that carry them."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+
+class CatalogError(ValueError):
+    """Raised for a malformed catalog; the message names the file and line."""
+
+
+@dataclass
+class ItemCatalog:
+    """The set of items a recommender may output, keyed by title.
+
+    Titles are not unique in real catalogs (Amazon Industrial: 3,686 items, 3,646 distinct titles), so each distinct
+    title maps to one or more item ids, in file order.
+
+    Example:
+    ```python
+    >>> from trl_rere import ItemCatalog
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Red Ball"])
+    >>> catalog.titles
+    ['Red Ball', 'Blue Car']
+    >>> catalog.item_ids("Red Ball")
+    [0, 2]
+    >>> catalog = ItemCatalog.from_info_file("info/Toys_and_Games_5_2016-10-2018-11.txt")  # title<TAB>item_id
+    ```
+    """
+
+    titles: list[str]
+    title_to_item_ids: dict[str, list[int]]
+    source: str | None = None
+    item_id_to_title: dict[int, str] = field(init=False, repr=False)
+
+    def __post_init__(self):
+        if not self.titles:
+            raise CatalogError(f"{self.source or 'catalog'}: the catalog is empty")
+        self.item_id_to_title = {i: t for t, ids in self.title_to_item_ids.items() for i in ids}
+        self._index = {t: k for k, t in enumerate(self.titles)}
+
+    # -- construction -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_titles(cls, titles: Iterable[str], item_ids: Sequence[int] | None = None) -> ItemCatalog:
+        """Builds a catalog from titles; item ids default to the position of each title."""
+        titles = list(titles)
+        if item_ids is not None and len(item_ids) != len(titles):
+            raise CatalogError(f"got {len(titles)} titles but {len(item_ids)} item ids")
+        mapping: dict[str, list[int]] = {}
+        for k, title in enumerate(titles):
+            if not isinstance(title, str):
+                raise CatalogError(f"title {k} is {type(title).__name__}, not str")
+            if not title.strip():
+                raise CatalogError(f"title {k} is empty")
+            mapping.setdefault(title, []).append(k if item_ids is None else int(item_ids[k]))
+        return cls(titles=list(mapping), title_to_item_ids=mapping)
+
+    @classmethod
+    def from_info_file(cls, path: str | os.PathLike) -> ItemCatalog:
+        """Reads a D3/ReRe info file: one item per line, `title<TAB>item_id`; the id is the text after the last tab
+        (titles may themselves contain tabs)."""
+        path = os.fspath(path)
+        mapping: dict[str, list[int]] = {}
+        seen_ids: dict[int, int] = {}
+        with open(path, encoding="utf-8") as f:
+            for lineno, raw in enumerate(f, start=1):
+                line = raw.rstrip("\r\n")
+                if not line.strip():
+                    continue
+                title, tab, item_id = line.rpartition("\t")
+                if not tab:
+                    raise CatalogError(f"{path}:{lineno}: expected 'title<TAB>item_id', found no tab: {line[:80]!r}")
+                if not title.strip():
+                    raise CatalogError(f"{path}:{lineno}: empty title for item id {item_id!r}")
+                try:
+                    item = int(item_id)
+                except ValueError:
+                    raise CatalogError(
+                        f"{path}:{lineno}: item id {item_id!r} after the last tab is not an integer"
+                    ) from None
+                if item in seen_ids:
+                    raise CatalogError(f"{path}:{lineno}: item id {item} already defined on line {seen_ids[item]}")
+                seen_ids[item] = lineno
+                mapping.setdefault(title, []).append(item)
+        if not mapping:
+            raise CatalogError(f"{path}: the catalog is empty (no 'title<TAB>item_id' lines)")
+        return cls(titles=list(mapping), title_to_item_ids=mapping, source=path)
+
+    # -- lookup -------------------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.titles)
+
+    def __contains__(self, title: object) -> bool:
+        return title in self._index
+
+    def __iter__(self):
+        return iter(self.titles)
+
+    @property
+    def num_items(self) -> int:
+        """Number of item ids (>= number of distinct titles)."""
+        return len(self.item_id_to_title)
+
+    def index(self, title: str) -> int:
+        """Position of `title` in `titles` (the title index used by the trie)."""
+        return self._index[title]
+
+    def item_ids(self, title: str) -> list[int]:
+        return self.title_to_item_ids[title]
+
+    def title_of(self, item_id: int) -> str:
+        return self.item_id_to_title[item_id]

@@ -1,0 +1,332 @@
+"""Trie-constrained decoding: a vectorised logits processor, the HF `prefix_allowed_tokens_fn`, and beam search."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .trie import ItemTrie
+
+
+# Beam scores at or below this come from HF's placeholder beams (initialised at -1e9) or from rows that left the trie.
+INVALID_SCORE = -1e8
+
+
+class TrieLogitsProcessor(LogitsProcessor):
+    """Masks every token that does not continue a catalog title, for all beams at once.
+
+    It keeps the trie node of every row. HF beam search reorders rows between steps without telling the processor,
+    so at each step a row's parent is found by matching its generated prefix against the previous step's rows of
+    the same prompt (a `(batch, beams, beams)` comparison, independent of vocabulary and catalog size); the new node
+    is one `searchsorted` over the trie's edge keys. Masking gathers the allowed scores, fills the row with -inf in
+    place and scatters them back: no (rows x vocab) mask is built, no Python loop runs over rows, and the only host
+    sync per step is reading the largest number of children among the live nodes.
+
+    Create one processor per `generate` call: it learns the prompt length and beam layout on its first call.
+
+    Example:
+    ```python
+    >>> processor = TrieLogitsProcessor(trie, num_beams=16)
+    >>> model.generate(**inputs, num_beams=16, num_return_sequences=16, length_penalty=0.0,
+    ...                logits_processor=LogitsProcessorList([processor]), max_new_tokens=trie.max_length)
+    ```
+    """
+
+    def __init__(self, trie: ItemTrie, num_beams: int = 1):
+        self.trie = trie
+        self.num_beams = num_beams
+        self.prompt_length: int | None = None
+        self._state: torch.Tensor | None = None  # (rows,) trie node per row, -1 once a row left the trie
+        self._prev: torch.Tensor | None = None  # previous step's generated tokens, (rows, t-1)
+
+    def _advance(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rows, cur_len = input_ids.shape
+        arrays = self.trie.device_arrays(input_ids.device)
+        if self.prompt_length is None or cur_len <= self.prompt_length or self._state is None:
+            self.prompt_length = cur_len
+            self._prev = input_ids[:, cur_len:]
+            self._state = torch.zeros(rows, dtype=torch.long, device=input_ids.device)
+            return self._state
+        generated = input_ids[:, self.prompt_length :]
+        steps = generated.shape[1]
+        if steps != self._prev.shape[1] + 1:
+            raise RuntimeError("TrieLogitsProcessor must see every decoding step; create one per generate() call")
+        if steps == 1:
+            parent_state = self._state
+        else:
+            beams = self.num_beams if rows % self.num_beams == 0 else 1
+            cur = generated[:, :-1].view(rows // beams, beams, 1, steps - 1)
+            prev = self._prev.view(rows // beams, 1, beams, steps - 1)
+            parent = (cur == prev).all(-1).to(torch.int8).argmax(-1)  # (batch, beams): a row with the same prefix
+            parent = parent + torch.arange(0, rows, beams, device=parent.device).unsqueeze(1)
+            parent_state = self._state[parent.view(-1)]
+        last = generated[:, -1]
+        keys = parent_state.clamp(min=0) * self.trie.vocab_size + last
+        edge_keys = arrays["edge_keys"]
+        pos = torch.searchsorted(edge_keys, keys).clamp(max=edge_keys.numel() - 1)
+        found = (edge_keys[pos] == keys) & (parent_state >= 0)
+        self._state = torch.where(found, pos + 1, torch.full_like(pos, -1))
+        self._prev = generated
+        return self._state
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        state = self._advance(input_ids)
+        arrays = self.trie.device_arrays(scores.device)
+        live = state >= 0
+        node = state.clamp(min=0)
+        first = arrays["first_child"][node]
+        count = torch.where(live, arrays["num_children"][node], torch.zeros_like(node))
+        width = max(int(count.max()), 1)
+        offsets = torch.arange(width, device=scores.device)
+        # Padding slots repeat the first child, so scattering them back writes that child's own value again.
+        idx = first.unsqueeze(1) + torch.where(offsets < count.unsqueeze(1), offsets, 0)
+        tokens = arrays["node_token"][idx.clamp(max=arrays["node_token"].numel() - 1)]
+        # A row that left the trie (an HF placeholder beam) may only end: give it EOS, at -inf.
+        eos = self.trie.eos_token_id if self.trie.eos_token_id is not None else 0
+        tokens = torch.where(live.unsqueeze(1), tokens, torch.full_like(tokens, eos))
+        values = scores.gather(1, tokens)
+        values = torch.where(live.unsqueeze(1), values, torch.full_like(values, float("-inf")))
+        scores.fill_(float("-inf"))
+        scores.scatter_(1, tokens, values)
+        return scores
+
+
+def make_prefix_allowed_tokens_fn(trie: ItemTrie, prompt_length: int):
+    """The HF-convention constraint: `fn(batch_id, input_ids) -> allowed token ids` for one row.
+
+    `prompt_length` is the (left-padded) prompt width passed to `generate`. Use with
+    `model.generate(..., prefix_allowed_tokens_fn=fn)`; it gives the same beams as `TrieLogitsProcessor`, only slower
+    (HF calls it once per row per step and builds a full mask).
+    """
+    eos = trie.eos_token_id if trie.eos_token_id is not None else 0
+    cache: dict[tuple[int, ...], list[int]] = {}
+
+    def prefix_allowed_tokens_fn(batch_id: int, input_ids: torch.Tensor) -> list[int]:
+        generated = tuple(input_ids[prompt_length:].tolist())
+        allowed = cache.get(generated)
+        if allowed is None:
+            node = trie.walk(generated)
+            # HF raises on an empty list; a row off the trie may only end.
+            allowed = trie.children(node).tolist() if node >= 0 else []
+            allowed = allowed or [eos]
+            cache[generated] = allowed
+        return allowed
+
+    return prefix_allowed_tokens_fn
+
+
+@dataclass
+class Beam:
+    """One item proposed by the beam search."""
+
+    title: str
+    item_ids: list[int]
+    token_ids: list[int]
+    score: float  # sum of the full-vocabulary token log-probs (length_penalty 0)
+    rank: int  # 0-based position among the prompt's beams, best first
+    title_index: int = -1
+
+
+@dataclass
+class RankedBeams:
+    """The beams of one prompt, best first. `complete` is False when fewer valid titles than requested came back
+    (a catalog with fewer reachable titles than beams); the missing beams are never filled with garbage."""
+
+    beams: list[Beam] = field(default_factory=list)
+    requested: int = 0
+
+    @property
+    def complete(self) -> bool:
+        return len(self.beams) >= self.requested
+
+    @property
+    def titles(self) -> list[str]:
+        return [b.title for b in self.beams]
+
+    def __iter__(self) -> Iterator[Beam]:
+        return iter(self.beams)
+
+    def __len__(self) -> int:
+        return len(self.beams)
+
+    def __getitem__(self, i):
+        return self.beams[i]
+
+
+def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(ids) for ids in batch)
+    input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for i, ids in enumerate(batch):
+        input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[i, width - len(ids) :] = 1
+    return input_ids.to(device), attention_mask.to(device)
+
+
+def tokenize_prompts(tokenizer, prompts: Sequence[str], trie: ItemTrie | None = None) -> list[list[int]]:
+    """Tokenizes prompts and, when the trie was built for a prompt ending, checks that each prompt ends in it and that
+    its tokens end with the ending's tokens (otherwise the trie's first tokens would not match what the model sees)."""
+    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    suffix = trie.prompt_suffix if trie is not None else None
+    if suffix:
+        suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
+        for i, (p, row) in enumerate(zip(prompts, ids)):
+            if not p.endswith(suffix):
+                raise ValueError(
+                    f"prompt {i} does not end with the trie's prompt_suffix {suffix!r} (it ends with {p[-30:]!r}); "
+                    f"build the trie with the prompt's real ending"
+                )
+            if row[len(row) - len(suffix_ids) :] != suffix_ids:
+                raise ValueError(
+                    f"prompt {i}: its ending {suffix!r} merges with the text before it when tokenized; put a "
+                    f"separator (e.g. a newline) before it"
+                )
+    return ids
+
+
+@torch.no_grad()
+def generate_beams(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: ItemTrie,
+    num_beams: int,
+    num_return_sequences: int | None = None,
+    pad_token_id: int | None = None,
+    use_prefix_fn: bool = False,
+    synced_gpus: bool | None = None,
+    max_new_tokens: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Runs one constrained `generate` call over a left-padded batch; returns `(completion_ids, scores)` with
+    `num_return_sequences` rows per prompt, best first (rows `b * n + r`). Scores are the plain sums of token
+    log-probs; rows whose score is <= `INVALID_SCORE` are not valid titles."""
+    n = num_return_sequences or num_beams
+    if n > num_beams:
+        raise ValueError(f"num_return_sequences ({n}) cannot exceed num_beams ({num_beams})")
+    prompt_length = input_ids.shape[1]
+    kwargs = {}
+    if use_prefix_fn:
+        kwargs["prefix_allowed_tokens_fn"] = make_prefix_allowed_tokens_fn(trie, prompt_length)
+    else:
+        kwargs["logits_processor"] = LogitsProcessorList([TrieLogitsProcessor(trie, num_beams=num_beams)])
+    if synced_gpus is not None:
+        kwargs["synced_gpus"] = synced_gpus
+    eos = trie.eos_token_id
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        do_sample=False,
+        num_beams=num_beams,
+        num_return_sequences=n,
+        length_penalty=0.0,
+        # With length_penalty 0 scores only fall as beams grow, so HF's stopping heuristic is exact.
+        early_stopping=False,
+        max_new_tokens=max_new_tokens or trie.max_length,
+        min_new_tokens=0,
+        eos_token_id=eos,
+        pad_token_id=pad_token_id if pad_token_id is not None else eos,
+        output_scores=True,
+        return_dict_in_generate=True,
+        # Keep user generation_config sampling knobs (top_k, temperature...) from touching the beam scores.
+        temperature=None,
+        top_k=None,
+        top_p=None,
+        repetition_penalty=None,
+        **kwargs,
+    )
+    return out.sequences[:, prompt_length:], out.sequences_scores.float()
+
+
+def _cut_after_eos(ids: list[int], eos: int | None) -> list[int]:
+    if eos is not None and eos in ids:
+        return ids[: ids.index(eos) + 1]
+    return ids
+
+
+def collect_beams(
+    trie: ItemTrie, completion_ids: torch.Tensor, scores: torch.Tensor, num_prompts: int, keep: int
+) -> list[RankedBeams]:
+    """Turns `generate_beams` output into per-prompt `RankedBeams`, dropping invalid or duplicate rows."""
+    per_prompt = completion_ids.shape[0] // num_prompts
+    rows = completion_ids.tolist()
+    scores = scores.tolist()
+    catalog = trie.catalog
+    result = []
+    for p in range(num_prompts):
+        group = RankedBeams(requested=keep)
+        seen = set()
+        for r in range(p * per_prompt, (p + 1) * per_prompt):
+            if len(group.beams) == keep:
+                break
+            score = scores[r]
+            if not score > INVALID_SCORE:  # also rejects NaN
+                continue
+            ids = _cut_after_eos(rows[r], trie.eos_token_id)
+            title_index = trie.lookup(ids)
+            if title_index < 0 or title_index in seen:
+                continue
+            seen.add(title_index)
+            title = trie.title(title_index)
+            item_ids = catalog.item_ids(title) if catalog is not None else []
+            group.beams.append(Beam(title, list(item_ids), ids, score, len(group.beams), title_index))
+        result.append(group)
+    return result
+
+
+def constrained_beam_search(
+    model,
+    tokenizer,
+    prompts: Sequence[str],
+    trie: ItemTrie,
+    num_beams: int,
+    num_return_sequences: int | None = None,
+    batch_size: int | None = None,
+    use_prefix_fn: bool = False,
+    synced_gpus: bool | None = None,
+) -> list[RankedBeams]:
+    """Beam search that can only produce catalog titles.
+
+    For each prompt returns up to `num_return_sequences` (default `num_beams`) distinct titles, best first, each
+    with its item id(s), completion token ids and score (the sum of the token log-probs under the full-vocabulary
+    distribution, `length_penalty=0`). HF beam search is approximate: searching with `num_beams` larger than
+    `num_return_sequences` finds higher-probability titles more reliably. A prompt for which fewer valid titles came
+    back has `complete == False`.
+
+    Example:
+    ```python
+    >>> results = constrained_beam_search(model, tokenizer, prompts, trie, num_beams=16)
+    >>> [beam.title for beam in results[0]]  # 16 distinct catalog titles, most likely first
+    ```
+    """
+    keep = num_return_sequences or num_beams
+    if keep > num_beams:
+        raise ValueError(f"num_return_sequences ({keep}) cannot exceed num_beams ({num_beams})")
+    prompt_ids = tokenize_prompts(tokenizer, prompts, trie)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else trie.eos_token_id
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    results: list[RankedBeams] = []
+    try:
+        step = batch_size or len(prompt_ids)
+        for start in range(0, len(prompt_ids), step):
+            chunk = prompt_ids[start : start + step]
+            input_ids, attention_mask = _left_pad(chunk, pad_id, device)
+            completion_ids, scores = generate_beams(
+                model,
+                input_ids,
+                attention_mask,
+                trie,
+                num_beams=num_beams,
+                num_return_sequences=num_beams,
+                pad_token_id=pad_id,
+                use_prefix_fn=use_prefix_fn,
+                synced_gpus=synced_gpus,
+            )
+            results.extend(collect_beams(trie, completion_ids, scores, len(chunk), keep))
+    finally:
+        model.train(was_training)
+    return results
