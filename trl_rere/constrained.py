@@ -75,20 +75,21 @@ class TrieLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         state = self._advance(input_ids)
         arrays = self.trie.device_arrays(scores.device)
-        live = state >= 0
         node = state.clamp(min=0)
+        count = torch.where(state >= 0, arrays["num_children"][node], torch.zeros_like(node))
+        live = count > 0
         first = arrays["first_child"][node]
-        count = torch.where(live, arrays["num_children"][node], torch.zeros_like(node))
         width = max(int(count.max()), 1)
         offsets = torch.arange(width, device=scores.device)
         # Padding slots repeat the first child, so scattering them back writes that child's own value again.
         idx = first.unsqueeze(1) + torch.where(offsets < count.unsqueeze(1), offsets, 0)
         tokens = arrays["node_token"][idx.clamp(max=arrays["node_token"].numel() - 1)]
-        # A row that left the trie (an HF placeholder beam) may only end: give it EOS, at -inf.
+        # A row that left the trie (an HF placeholder beam, already at -inf) or finished its title while the batch
+        # goes on (sampling keeps finished rows) may only emit EOS; it keeps EOS's own score so that no row is all
+        # -inf, which would make sampling fail.
         eos = self.trie.eos_token_id if self.trie.eos_token_id is not None else 0
         tokens = torch.where(live.unsqueeze(1), tokens, torch.full_like(tokens, eos))
         values = scores.gather(1, tokens)
-        values = torch.where(live.unsqueeze(1), values, torch.full_like(values, float("-inf")))
         scores.fill_(float("-inf"))
         scores.scatter_(1, tokens, values)
         return scores

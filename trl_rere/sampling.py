@@ -1,0 +1,167 @@
+"""Drawing one group of G catalog items per prompt: ReRe's beam search and the sampling ablations."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor, LogitsProcessorList
+
+from .constrained import INVALID_SCORE, TrieLogitsProcessor, collect_beams, generate_beams
+from .trie import ItemTrie
+
+
+@dataclass
+class GroupMember:
+    token_ids: list[int]
+    title_index: int
+    score: float  # sequence log-prob; NaN for an inserted ground truth
+    rank: int  # 0-based rank in the group by score; -1 for a placeholder (catalog exhausted)
+
+
+class SequenceLogProbRecorder(LogitsProcessor):
+    """Accumulates each row's full-vocabulary log-probability of the tokens it goes on to sample.
+
+    It must come before any masking processor: it reads the model's own distribution, so sampled completions can be
+    ranked by the same quantity beam search ranks by. The token drawn at a step is only visible at the next call (or
+    in the final sequences), so the previous step's log-probs are kept for one step.
+    """
+
+    def __init__(self, eos_token_id: int | None):
+        self.eos_token_id = eos_token_id
+        self._prev: torch.Tensor | None = None
+        self.total: torch.Tensor | None = None
+        self._done: torch.Tensor | None = None
+
+    def _add(self, last: torch.Tensor) -> None:
+        gained = self._prev.gather(1, last.unsqueeze(1)).squeeze(1)
+        self.total += torch.where(self._done, torch.zeros_like(gained), gained)
+        if self.eos_token_id is not None:
+            self._done |= last == self.eos_token_id
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        if self._prev is None:
+            self.total = torch.zeros(scores.shape[0], device=scores.device)
+            self._done = torch.zeros(scores.shape[0], dtype=torch.bool, device=scores.device)
+        else:
+            self._add(input_ids[:, -1])
+        self._prev = scores.float().log_softmax(-1)
+        return scores
+
+    def finish(self, sequences: torch.Tensor) -> torch.Tensor:
+        if self._prev is not None:
+            self._add(sequences[:, -1])
+            self._prev = None
+        return self.total
+
+
+@torch.no_grad()
+def sample_from_trie(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    trie: ItemTrie,
+    num_samples: int,
+    pad_token_id: int,
+    temperature: float = 1.0,
+    top_p: float = 1.0,
+    top_k: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Temperature sampling constrained to the trie; `num_samples` rows per prompt with their sequence log-probs."""
+    recorder = SequenceLogProbRecorder(trie.eos_token_id)
+    out = model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        do_sample=True,
+        num_beams=1,
+        num_return_sequences=num_samples,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k or None,
+        max_new_tokens=trie.max_length,
+        eos_token_id=trie.eos_token_id,
+        pad_token_id=pad_token_id,
+        logits_processor=LogitsProcessorList([recorder, TrieLogitsProcessor(trie, num_beams=1)]),
+        return_dict_in_generate=True,
+    )
+    scores = recorder.finish(out.sequences)
+    return out.sequences[:, input_ids.shape[1] :], scores
+
+
+def _ranked(members: list[GroupMember]) -> list[GroupMember]:
+    """Orders a group best-first by score (NaN last) and numbers the ranks."""
+    members = sorted(members, key=lambda m: -m.score if not math.isnan(m.score) else math.inf)
+    for rank, m in enumerate(members):
+        m.rank = rank
+    return members
+
+
+def _cut(ids: list[int], eos: int | None) -> list[int]:
+    return ids[: ids.index(eos) + 1] if eos is not None and eos in ids else ids
+
+
+def beam_groups(trie: ItemTrie, completion_ids, scores, num_prompts: int, group_size: int) -> list[list[GroupMember]]:
+    """Beam search output -> groups of `group_size` distinct items in beam order. A group short of valid titles is
+    padded with placeholder copies of its last beam (rank -1), which the built-in rewards leave unscored."""
+    groups = []
+    for ranked in collect_beams(trie, completion_ids, scores, num_prompts, group_size):
+        members = [GroupMember(b.token_ids, b.title_index, b.score, b.rank) for b in ranked]
+        if not members:
+            raise RuntimeError("constrained beam search returned no valid title for a prompt; is the trie empty?")
+        while len(members) < group_size:
+            last = members[-1]
+            members.append(GroupMember(last.token_ids, last.title_index, last.score, -1))
+        groups.append(members)
+    return groups
+
+
+def sample_groups(
+    trie: ItemTrie,
+    completion_ids: torch.Tensor,
+    scores: torch.Tensor,
+    num_prompts: int,
+    group_size: int,
+    dynamic: bool,
+    targets: list[int],
+) -> list[list[GroupMember]]:
+    """Sampled rows -> groups. Plain sampling keeps the first `group_size` samples (duplicates and all). Dynamic
+    sampling keeps the target if it was drawn, then the most frequent distinct negatives, and fills any remaining
+    slots with the leftover samples in draw order."""
+    per_prompt = completion_ids.shape[0] // num_prompts
+    rows, scores = completion_ids.tolist(), scores.tolist()
+    groups = []
+    for p in range(num_prompts):
+        drawn = []
+        for r in range(p * per_prompt, (p + 1) * per_prompt):
+            ids = _cut(rows[r], trie.eos_token_id)
+            title_index = trie.lookup(ids)
+            if title_index >= 0 and scores[r] > INVALID_SCORE:
+                drawn.append(GroupMember(ids, title_index, scores[r], 0))
+        if not drawn:
+            raise RuntimeError("trie-constrained sampling produced no valid title; is the trie empty?")
+        if dynamic:
+            counts = Counter(m.title_index for m in drawn)
+            first = {}
+            for m in drawn:
+                first.setdefault(m.title_index, m)
+            order = sorted(first, key=lambda t: (t != targets[p], -counts[t], -first[t].score))
+            kept = [first[t] for t in order[:group_size]]
+            chosen = {id(m) for m in kept}
+            kept += [m for m in drawn if id(m) not in chosen][: group_size - len(kept)]
+        else:
+            kept = drawn[:group_size]
+        kept = _ranked(kept)
+        while len(kept) < group_size:  # only if rows were invalid, which the trie prevents
+            kept.append(GroupMember(kept[-1].token_ids, kept[-1].title_index, kept[-1].score, -1))
+        groups.append(kept)
+    return groups
+
+
+def insert_ground_truth(groups: list[list[GroupMember]], trie: ItemTrie, targets: list[int]) -> None:
+    """`add_gt`: the last member of each group that lacks the target becomes the target (score unknown: NaN)."""
+    for members, target in zip(groups, targets):
+        if target < 0 or any(m.title_index == target for m in members):
+            continue
+        members[-1] = GroupMember(trie.title_token_ids(target), target, float("nan"), len(members) - 1)
