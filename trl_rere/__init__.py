@@ -11,6 +11,8 @@ from .constrained import (
     constrained_beam_search,
     make_prefix_allowed_tokens_fn,
 )
+from .data import DataError, build_prompt, load_amazon, load_amazon_split, sft_dataset, synthetic_catalog_dataset
+from .evaluation import RankingEvalCallback, evaluate_ranking, ranking_metrics
 from .rewards import collaborative_reward, ranking_reward, rule_reward, semantic_reward
 from .trainer import ReReTrainer
 from .trie import ItemTrie, TrieBoundaryError
@@ -19,17 +21,26 @@ from .trie import ItemTrie, TrieBoundaryError
 __all__ = [
     "Beam",
     "CatalogError",
+    "DataError",
     "ItemCatalog",
     "ItemTrie",
     "RankedBeams",
     "ReReConfig",
+    "RankingEvalCallback",
     "ReReTrainer",
     "TrieBoundaryError",
     "TrieLogitsProcessor",
+    "build_prompt",
     "collaborative_reward",
     "constrained_beam_search",
+    "evaluate_ranking",
+    "load_amazon",
+    "load_amazon_split",
     "make_prefix_allowed_tokens_fn",
+    "ranking_metrics",
     "ranking_reward",
     "rule_reward",
     "semantic_reward",
+    "sft_dataset",
+    "synthetic_catalog_dataset",
 ]

@@ -32,6 +32,11 @@ class ReReConfig(GRPOConfig):
     num_generations: int | None = field(
         default=16, metadata={"help": "G: beams (distinct items) per prompt; ReRe uses 16."}
     )
+    per_device_train_batch_size: int = field(
+        default=16,
+        metadata={"help": "Completions per device per step; a multiple of num_generations so groups stay whole "
+                  "(the paper: 64)."},
+    )
     beta: float = field(default=1e-3, metadata={"help": "KL coefficient to the reference model (ReRe: 1e-3)."})
     loss_type: str = field(
         default="grpo",

@@ -1,0 +1,75 @@
+# Copyright 2026 The trl-rere authors. Licensed under the Apache License, Version 2.0.
+"""Rank the catalog for every test user with a saved model (50-beam trie-constrained search) and report HR@K/NDCG@K.
+
+    accelerate launch examples/evaluate.py --model_name_or_path rere-toys --data_dir data \
+        --category Toys_and_Games --split test --predictions_file rere-toys/predictions.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+
+import torch
+from accelerate import PartialState
+from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
+
+from trl_rere import ItemTrie
+from trl_rere.data import load_amazon
+from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking, format_metrics_table
+from trl_rere.trie import DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX
+
+
+@dataclass
+class EvaluateArguments:
+    model_name_or_path: str = field(metadata={"help": "A saved model folder (or hub id)."})
+    data_dir: str = field(default="data", metadata={"help": "Folder with the D3/ReRe info/ and split CSV files."})
+    category: str = field(default="Toys_and_Games", metadata={"help": "Amazon category key."})
+    split: str = field(default="test", metadata={"help": "Split to rank."})
+    num_beams: int = field(default=50, metadata={"help": "Beams per user (the paper: 50)."})
+    batch_size: int = field(default=4, metadata={"help": "Prompts per beam search."})
+    max_samples: int | None = field(default=None, metadata={"help": "Rank only the first N users."})
+    ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Cut-offs K."})
+    completion_template: str = field(default=DEFAULT_COMPLETION_TEMPLATE, metadata={"help": "As used in training."})
+    prompt_suffix: str = field(default=DEFAULT_PROMPT_SUFFIX, metadata={"help": "The prompts' fixed ending."})
+    predictions_file: str | None = field(default=None, metadata={"help": "Write ranked predictions (JSONL)."})
+    output_file: str | None = field(default=None, metadata={"help": "Write the metrics as JSON."})
+    dtype: str = field(default="auto", metadata={"help": "Model dtype: auto, bfloat16, float32."})
+
+
+def main(args: EvaluateArguments) -> dict:
+    try:
+        catalog, data = load_amazon(args.data_dir, args.category, splits=(args.split,))
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
+    dataset = data[args.split]
+    if args.max_samples:
+        dataset = dataset.select(range(min(args.max_samples, len(dataset))))
+    state = PartialState()
+    tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, padding_side="left")
+    dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
+    model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=dtype).to(state.device)
+    trie = ItemTrie.from_catalog(catalog, tokenizer, args.completion_template, args.prompt_suffix)
+    metrics = evaluate_ranking(
+        model,
+        tokenizer,
+        dataset,
+        trie,
+        num_beams=args.num_beams,
+        ks=args.ks,
+        batch_size=args.batch_size,
+        predictions_file=args.predictions_file,
+        accelerator=state,
+    )
+    if state.is_main_process:
+        print(format_metrics_table(metrics, title=f"{args.model_name_or_path} on {args.category}/{args.split}"))
+        if args.output_file:
+            with open(args.output_file, "w") as f:
+                json.dump(metrics, f, indent=2)
+    return metrics
+
+
+if __name__ == "__main__":
+    (eval_args,) = HfArgumentParser(EvaluateArguments).parse_args_into_dataclasses()
+    main(eval_args)

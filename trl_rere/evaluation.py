@@ -1,0 +1,370 @@
+"""Ranking evaluation: trie-constrained beam search over a test set, HR@K / NDCG@K, and a Trainer callback."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from collections.abc import Iterable, Sequence
+
+from transformers import TrainerCallback
+
+from .trie import ItemTrie
+
+
+DEFAULT_KS = (1, 3, 5, 10, 20, 50)
+
+
+def ranking_metrics(ranks: Iterable[int | None], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
+    """HR@K and NDCG@K from the 0-based rank of each user's target (`None` or a negative rank: not retrieved).
+
+    `HR@K = mean(rank < K)` and `NDCG@K = mean(1 / log2(rank + 2) if rank < K else 0)`: with one relevant item per
+    user the ideal DCG is 1.
+
+    Example:
+    ```python
+    >>> from trl_rere.evaluation import ranking_metrics
+    >>> ranking_metrics([0, 2, None], ks=(1, 3))
+    {'HR@1': 0.3333333333333333, 'NDCG@1': 0.3333333333333333, 'HR@3': 0.6666666666666666, 'NDCG@3': 0.5}
+    ```
+    """
+    ranks = list(ranks)
+    if not ranks:
+        raise ValueError("ranking_metrics needs at least one rank")
+    ks = list(ks)
+    for k in ks:
+        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
+            raise ValueError(f"every K must be a positive integer, got {k!r} in ks={ks}")
+    hits: list[int] = []
+    for i, r in enumerate(ranks):
+        if r is None or r < 0:
+            hits.append(-1)
+        elif isinstance(r, bool) or int(r) != r:
+            raise ValueError(f"rank {i} is {r!r}; ranks are 0-based integers, or None / -1 for a miss")
+        else:
+            hits.append(int(r))
+    n = len(hits)
+    metrics: dict[str, float] = {}
+    for k in ks:
+        found = [r for r in hits if 0 <= r < k]
+        metrics[f"HR@{k}"] = len(found) / n
+        metrics[f"NDCG@{k}"] = sum(1.0 / math.log2(r + 2) for r in found) / n
+    return metrics
+
+
+# -- sharding -----------------------------------------------------------------------------------------------------
+def _shard_indices(n: int, rank: int, world: int) -> list[int]:
+    """The examples process `rank` of `world` evaluates: a stride, so shard sizes differ by at most one."""
+    if world < 1 or not 0 <= rank < world:
+        raise ValueError(f"need 0 <= rank < world, got rank={rank}, world={world}")
+    return list(range(rank, n, world))
+
+
+def _pad_shard(indices: list[int], n: int, world: int) -> list[int]:
+    """Pads a shard to `ceil(n / world)` examples by repeating its last one (example 0 for an empty shard).
+
+    Every process must then make the same number of `generate` calls: under DeepSpeed ZeRO-3 (or FSDP) each forward
+    gathers parameter shards from all ranks, so a rank that stops early leaves the others waiting forever. The padded
+    results are computed and dropped. Within one call, `generate` keeps the decoding steps in step by itself
+    (transformers turns `synced_gpus` on under ZeRO-3 / FSDP).
+    """
+    if n < 1:
+        raise ValueError("cannot shard an empty dataset")
+    size = -(-n // world)
+    filler = indices[-1] if indices else 0
+    return indices + [filler] * (size - len(indices))
+
+
+# -- evaluation ---------------------------------------------------------------------------------------------------
+def _column(dataset, name: str) -> list:
+    if isinstance(dataset, (list, tuple)):
+        try:
+            return [row[name] for row in dataset]
+        except (KeyError, TypeError):
+            raise ValueError(f"every dataset row needs a {name!r} field") from None
+    names = getattr(dataset, "column_names", None) or (list(dataset) if isinstance(dataset, dict) else [])
+    if name not in names:
+        raise ValueError(f"the dataset has no {name!r} column (columns: {names})")
+    return list(dataset[name])
+
+
+def _unwrap(model, accelerator):
+    if accelerator is not None and hasattr(accelerator, "unwrap_model"):
+        return accelerator.unwrap_model(model)
+    # DDP / DeepSpeed engines keep the model under .module and have no generate().
+    while not hasattr(model, "generate") and hasattr(model, "module"):
+        model = model.module
+    return model
+
+
+def evaluate_ranking(
+    model,
+    tokenizer,
+    dataset,
+    trie: ItemTrie,
+    num_beams: int = 50,
+    ks: Sequence[int] = DEFAULT_KS,
+    batch_size: int = 8,
+    predictions_file: str | os.PathLike | None = None,
+    accelerator=None,
+    show_progress: bool = True,
+) -> dict[str, float]:
+    """Ranks the catalog for every prompt of `dataset` with trie-constrained beam search and scores the targets.
+
+    For each row, `num_beams` beams (length_penalty 0) give up to `num_beams` distinct titles, best first; the
+    target's rank is the position of the beam whose title equals the row's `target`. Returns `HR@K` and `NDCG@K`
+    for each K in `ks` (see `ranking_metrics`) and `num_examples`.
+
+    `predictions_file`, if given, receives one JSON line per row: `index`, `user_id` (when the dataset has it),
+    `target`, `target_rank` (null when absent), `predictions` (titles) and `scores` (summed token log-probs).
+
+    With an `accelerator` (`accelerate.Accelerator` or `PartialState`) running several processes, each process
+    evaluates a strided shard, the ranks are gathered once, and every process returns the same metrics; only the main
+    process writes `predictions_file`. Shards are padded so that all processes call `generate` equally often, which
+    DeepSpeed ZeRO-3 and FSDP require.
+
+    Example:
+    ```python
+    >>> from trl_rere.evaluation import evaluate_ranking
+    >>> metrics = evaluate_ranking(model, tokenizer, test_dataset, trie, num_beams=50, predictions_file="preds.jsonl")
+    >>> metrics["NDCG@10"], metrics["num_examples"]
+    ```
+    """
+    from .constrained import constrained_beam_search  # the decoding stack is heavy; import when evaluating
+
+    if num_beams < 1:
+        raise ValueError(f"num_beams must be positive, got {num_beams}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be positive, got {batch_size}")
+    ks = tuple(ks)
+    ranking_metrics([None], ks)  # validates ks before any generation
+    prompts = _column(dataset, "prompt")
+    targets = _column(dataset, "target")
+    try:
+        user_ids = _column(dataset, "user_id")
+    except ValueError:
+        user_ids = None
+    n = len(prompts)
+    if n == 0:
+        raise ValueError("the evaluation dataset is empty")
+    if trie.catalog is not None:
+        absent = [i for i, t in enumerate(targets) if t not in trie.catalog]
+        if absent:
+            warnings.warn(
+                f"{len(absent)} of {n} targets are not catalog titles and count as misses (e.g. row {absent[0]}: "
+                f"{targets[absent[0]]!r})",
+                stacklevel=2,
+            )
+
+    world = getattr(accelerator, "num_processes", 1) if accelerator is not None else 1
+    rank = getattr(accelerator, "process_index", 0) if accelerator is not None else 0
+    is_main = getattr(accelerator, "is_main_process", True) if accelerator is not None else True
+    own = _shard_indices(n, rank, world)
+    work = _pad_shard(own, n, world) if world > 1 else own
+    keep_predictions = predictions_file is not None
+
+    model = _unwrap(model, accelerator)
+    was_training = model.training
+    model.eval()
+    records = []
+    try:
+        from tqdm.auto import tqdm
+
+        batches = range(0, len(work), batch_size)
+        for start in tqdm(batches, desc="Ranking eval", disable=not (show_progress and is_main), leave=False):
+            chunk = work[start : start + batch_size]
+            results = constrained_beam_search(
+                model, tokenizer, [prompts[i] for i in chunk], trie, num_beams=num_beams, num_return_sequences=num_beams
+            )
+            for offset, (i, beams) in enumerate(zip(chunk, results)):
+                if start + offset >= len(own):
+                    continue  # padding
+                titles = [b.title for b in beams]
+                target_rank = titles.index(targets[i]) if targets[i] in titles else None
+                record = {"index": i, "target_rank": target_rank}
+                if keep_predictions:
+                    record["predictions"] = titles
+                    record["scores"] = [float(b.score) for b in beams]
+                records.append(record)
+    finally:
+        model.train(was_training)
+
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        records = gather_object(records)
+    records.sort(key=lambda r: r["index"])
+    if len(records) != n:
+        raise RuntimeError(f"gathered {len(records)} results for {n} examples")
+
+    metrics = ranking_metrics([r["target_rank"] for r in records], ks)
+    metrics["num_examples"] = n
+    if keep_predictions and is_main:
+        _write_predictions(predictions_file, records, targets, user_ids)
+    return metrics
+
+
+def _write_predictions(path, records, targets, user_ids) -> None:
+    path = os.fspath(path)
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as f:
+        for r in records:
+            i = r["index"]
+            line = {"index": i}
+            if user_ids is not None:
+                line["user_id"] = user_ids[i]
+            line.update(target=targets[i], target_rank=r["target_rank"])
+            line.update(predictions=r["predictions"], scores=r["scores"])
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+
+# -- Trainer callback ---------------------------------------------------------------------------------------------
+class RankingEvalCallback(TrainerCallback):
+    """Runs `evaluate_ranking` during training and logs `eval_HR@K` / `eval_NDCG@K`.
+
+    It evaluates on every `on_evaluate` event, so set `eval_strategy="steps"` (and `eval_steps`) in the training
+    arguments; the metrics are added to the Trainer's evaluation metrics, which makes
+    `metric_for_best_model="eval_NDCG@10"` and `EarlyStoppingCallback` work (add this callback before those). With
+    `eval_steps` set here it also evaluates every `eval_steps` optimizer steps, independently of the Trainer's own
+    evaluation.
+
+    Callbacks do not receive the trainer, and the Trainer logs evaluation metrics before `on_evaluate` runs. Attach
+    the trainer with `callback.attach(trainer)` so that the results also reach the loggers (`report_to`); without it
+    they go to `state.log_history` (saved in `trainer_state.json`) only. Logging goes through the base
+    `transformers.Trainer.log`, because TRL's `GRPOTrainer.log` flushes its running training averages on every call.
+
+    Example:
+    ```python
+    >>> from trl_rere.evaluation import RankingEvalCallback
+    >>> callback = RankingEvalCallback(eval_dataset, trie, tokenizer, num_beams=20, ks=(5, 10, 20), max_examples=512)
+    >>> trainer = ReReTrainer(..., args=ReReConfig(..., eval_strategy="steps", eval_steps=100), callbacks=[callback])
+    >>> callback.attach(trainer)
+    >>> trainer.train()
+    ```
+    """
+
+    def __init__(
+        self,
+        eval_dataset,
+        trie: ItemTrie,
+        tokenizer,
+        num_beams: int = 50,
+        ks: Sequence[int] = DEFAULT_KS,
+        eval_steps: int | None = None,
+        max_examples: int | None = None,
+        batch_size: int = 8,
+        metric_prefix: str = "eval_",
+        predictions_dir: str | os.PathLike | None = None,
+        accelerator=None,
+    ):
+        if eval_steps is not None and (not isinstance(eval_steps, int) or eval_steps < 1):
+            raise ValueError(f"eval_steps must be a positive integer or None, got {eval_steps!r}")
+        if max_examples is not None and max_examples < 1:
+            raise ValueError(f"max_examples must be positive or None, got {max_examples!r}")
+        ranking_metrics([None], ks)
+        if max_examples is not None and len(eval_dataset) > max_examples:
+            # The first rows, not a sample: the same users at every evaluation keep the curve comparable.
+            if hasattr(eval_dataset, "select"):
+                eval_dataset = eval_dataset.select(range(max_examples))
+            else:
+                eval_dataset = eval_dataset[:max_examples]
+        self.eval_dataset = eval_dataset
+        self.trie = trie
+        self.tokenizer = tokenizer
+        self.num_beams = num_beams
+        self.ks = tuple(ks)
+        self.eval_steps = eval_steps
+        self.batch_size = batch_size
+        self.metric_prefix = metric_prefix
+        self.predictions_dir = predictions_dir
+        self.accelerator = accelerator
+        self.trainer = None
+        self.last_metrics: dict[str, float] | None = None
+        self._last_step: int | None = None
+
+    def attach(self, trainer) -> RankingEvalCallback:
+        """Lets the callback log through `trainer` (and registers it if the trainer does not have it yet)."""
+        self.trainer = trainer
+        if self not in trainer.callback_handler.callbacks:
+            trainer.add_callback(self)
+        return self
+
+    def _accelerator(self):
+        if self.accelerator is not None:
+            return self.accelerator
+        if self.trainer is not None and getattr(self.trainer, "accelerator", None) is not None:
+            return self.trainer.accelerator
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            from accelerate import PartialState
+
+            return PartialState()
+        return None
+
+    def evaluate(self, model, step: int | None = None) -> dict[str, float]:
+        """Evaluates `model` now and returns the prefixed metrics (also kept in `last_metrics`)."""
+        predictions_file = None
+        if self.predictions_dir is not None:
+            name = f"ranking-step-{step}.jsonl" if step is not None else "ranking.jsonl"
+            predictions_file = os.path.join(os.fspath(self.predictions_dir), name)
+        raw = evaluate_ranking(
+            model,
+            self.tokenizer,
+            self.eval_dataset,
+            self.trie,
+            num_beams=self.num_beams,
+            ks=self.ks,
+            batch_size=self.batch_size,
+            predictions_file=predictions_file,
+            accelerator=self._accelerator(),
+            show_progress=False,
+        )
+        self.last_metrics = {f"{self.metric_prefix}{k}": v for k, v in raw.items()}
+        return dict(self.last_metrics)
+
+    def _log(self, state, logs: dict[str, float]) -> None:
+        if self.trainer is not None:
+            from transformers import Trainer
+
+            Trainer.log(self.trainer, dict(logs))
+        else:
+            entry = dict(logs)
+            if state.epoch is not None:
+                entry["epoch"] = state.epoch
+            entry["step"] = state.global_step
+            state.log_history.append(entry)
+
+    def _run(self, state, model) -> dict[str, float] | None:
+        if model is None:
+            raise ValueError("RankingEvalCallback got no model from the Trainer")
+        # Evaluating twice at one step (several eval datasets, or eval_steps and eval_strategy agreeing) is wasted.
+        if self._last_step == state.global_step and self.last_metrics is not None:
+            return None
+        metrics = self.evaluate(model, step=state.global_step)
+        self._last_step = state.global_step
+        self._log(state, metrics)
+        return metrics
+
+    def on_evaluate(self, args, state, control, model=None, metrics=None, **kwargs):
+        self._run(state, model)
+        if metrics is not None and self.last_metrics is not None:
+            metrics.update(self.last_metrics)
+
+    def on_step_end(self, args, state, control, model=None, **kwargs):
+        if self.eval_steps is not None and state.global_step > 0 and state.global_step % self.eval_steps == 0:
+            self._run(state, model)
+
+
+def format_metrics_table(metrics: dict[str, float], title: str | None = None) -> str:
+    """The HR@K / NDCG@K metrics as a markdown table, one column per K."""
+    ks = sorted({int(key.split("@")[1]) for key in metrics if key.startswith(("HR@", "NDCG@"))})
+    lines = [f"### {title}", ""] if title else []
+    lines.append("| metric | " + " | ".join(f"@{k}" for k in ks) + " |")
+    lines.append("|---|" + "---:|" * len(ks))
+    for name in ("HR", "NDCG"):
+        lines.append(f"| {name} | " + " | ".join(f"{metrics[f'{name}@{k}']:.4f}" for k in ks) + " |")
+    return "\n".join(lines)
