@@ -104,6 +104,12 @@ class ReReConfig(GRPOConfig):
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU that only slows training down.
         if self.beta == 0.0:
             self.sync_ref_model = False  # no reference model exists to sync (TRL would raise)
+        # transformers 5 dropped TrainingArguments.warmup_ratio (warmup_steps < 1 is now the ratio), so this field
+        # would otherwise be ignored and training would run without warmup. An explicit warmup_steps wins.
+        if not 0.0 <= self.warmup_ratio < 1.0:
+            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        if not self.warmup_steps and self.warmup_ratio:
+            self.warmup_steps = self.warmup_ratio
         super().__post_init__()
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
             raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}")
