@@ -21,9 +21,12 @@ class TrieLogitsProcessor(LogitsProcessor):
     It keeps the trie node of every row. HF beam search reorders rows between steps without telling the processor,
     so at each step a row's parent is found by matching its generated prefix against the previous step's rows of
     the same prompt (a `(batch, beams, beams)` comparison, independent of vocabulary and catalog size); the new node
-    is one `searchsorted` over the trie's edge keys. Masking gathers the allowed scores, fills the row with -inf in
-    place and scatters them back: no (rows x vocab) mask is built, no Python loop runs over rows, and the only host
-    sync per step is reading the largest number of children among the live nodes.
+    is one `searchsorted` over the trie's edge keys. Masking gathers the allowed scores, fills the scores with -inf in
+    place and writes the allowed ones back: no (rows x vocab) mask is built, no Python loop runs over rows, and the
+    only host sync per step reads the largest and the total number of allowed tokens. The gather is a (rows x widest
+    node) block when rows are alike and a flat list of the allowed (row, token) pairs when one wide node (a popular
+    brand with thousands of continuations) would make that block mostly padding, so its cost follows the number of
+    allowed tokens rather than the catalog size.
 
     Create one processor per `generate` call: it learns the prompt length and beam layout on its first call.
 
@@ -75,23 +78,39 @@ class TrieLogitsProcessor(LogitsProcessor):
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         state = self._advance(input_ids)
         arrays = self.trie.device_arrays(scores.device)
+        rows, vocab = scores.shape
+        device = scores.device
         node = state.clamp(min=0)
-        count = torch.where(state >= 0, arrays["num_children"][node], torch.zeros_like(node))
+        count = torch.where(state >= 0, arrays["num_children"][node], 0)
         live = count > 0
-        first = arrays["first_child"][node]
-        width = max(int(count.max()), 1)
-        offsets = torch.arange(width, device=scores.device)
-        # Padding slots repeat the first child, so scattering them back writes that child's own value again.
-        idx = first.unsqueeze(1) + torch.where(offsets < count.unsqueeze(1), offsets, 0)
-        tokens = arrays["node_token"][idx.clamp(max=arrays["node_token"].numel() - 1)]
         # A row that left the trie (an HF placeholder beam, already at -inf) or finished its title while the batch
         # goes on (sampling keeps finished rows) may only emit EOS; it keeps EOS's own score so that no row is all
         # -inf, which would make sampling fail.
         eos = self.trie.eos_token_id if self.trie.eos_token_id is not None else 0
-        tokens = torch.where(live.unsqueeze(1), tokens, torch.full_like(tokens, eos))
-        values = scores.gather(1, tokens)
+        take = torch.where(live, count, 1)  # allowed tokens per row
+        width, total = torch.stack([take.max(), take.sum()]).tolist()  # the only host sync per step
+        first = arrays["first_child"][node]
+        last_node = arrays["node_token"].numel() - 1
+        if rows * width <= 2 * total:
+            # Rows allow similar numbers of tokens: gather a (rows x width) block. Padding slots repeat the row's
+            # last child, so scattering them back writes that child's own value again.
+            idx = torch.minimum(torch.arange(width, device=device), (take - 1).unsqueeze(1)) + first.unsqueeze(1)
+            tokens = torch.where(live.unsqueeze(1), arrays["node_token"][idx.clamp_(max=last_node)], eos)
+            values = scores.gather(1, tokens)
+            scores.fill_(float("-inf"))
+            return scores.scatter_(1, tokens, values)
+        # A few rows sit on a wide node (say a popular brand with thousands of continuations): a block that wide
+        # would be mostly padding, so list the sum(take) allowed (row, token) pairs flat instead.
+        row = torch.repeat_interleave(torch.arange(rows, device=device), take, output_size=total)
+        child = (first - (torch.cumsum(take, 0) - take))[row] + torch.arange(total, device=device)
+        tokens = torch.where(live[row], arrays["node_token"][child.clamp_(max=last_node)], eos)
+        if not scores.is_contiguous():
+            scores = scores.contiguous()
+        flat_scores = scores.view(-1)
+        flat = row * vocab + tokens
+        values = flat_scores[flat]
         scores.fill_(float("-inf"))
-        scores.scatter_(1, tokens, values)
+        flat_scores[flat] = values
         return scores
 
 
@@ -169,22 +188,35 @@ def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
 
 def tokenize_prompts(tokenizer, prompts: Sequence[str], trie: ItemTrie | None = None) -> list[list[int]]:
     """Tokenizes prompts and, when the trie was built for a prompt ending, checks that each prompt ends in it and that
-    its tokens end with the ending's tokens (otherwise the trie's first tokens would not match what the model sees)."""
+    a completion tokenizes after the prompt exactly as the trie has it (otherwise the trie's tokens would not match
+    what the model sees).
+
+    The check probes with the trie's first title: `tokenize(prompt + completion)` must equal `tokenize(prompt)` followed
+    by that title's trie tokens. Comparing the ending's own tokens instead would reject SentencePiece-style tokenizers,
+    which tokenize the ending differently at the start of a text (a prepended "▁") than inside the prompt, although
+    the completion's tokens are the same."""
     ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
     suffix = trie.prompt_suffix if trie is not None else None
     if suffix:
-        suffix_ids = tokenizer(suffix, add_special_tokens=False)["input_ids"]
-        for i, (p, row) in enumerate(zip(prompts, ids)):
+        for i, p in enumerate(prompts):
             if not p.endswith(suffix):
                 raise ValueError(
                     f"prompt {i} does not end with the trie's prompt_suffix {suffix!r} (it ends with {p[-30:]!r}); "
                     f"build the trie with the prompt's real ending"
                 )
-            if row[len(row) - len(suffix_ids) :] != suffix_ids:
-                raise ValueError(
-                    f"prompt {i}: its ending {suffix!r} merges with the text before it when tokenized; put a "
-                    f"separator (e.g. a newline) before it"
-                )
+        if trie.titles is not None:
+            probe = trie.completion_template.format(title=trie.titles[0])
+            probe_ids = trie.title_token_ids(0)
+            if trie.eos_token_id is not None and probe_ids and probe_ids[-1] == trie.eos_token_id:
+                probe_ids = probe_ids[:-1]
+            full = tokenizer([p + probe for p in prompts], add_special_tokens=False)["input_ids"]
+            for i, (row, both) in enumerate(zip(ids, full)):
+                if both != row + probe_ids:
+                    raise ValueError(
+                        f"prompt {i}: the completion {probe!r} does not tokenize after it as the trie has it: the "
+                        f"prompt's ending {suffix!r} merges with the text around it; put a separator (e.g. a newline) "
+                        f"before it"
+                    )
     return ids
 
 

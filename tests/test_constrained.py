@@ -1,0 +1,319 @@
+"""Trie-constrained beam search with tiny random models and the three tokenizer families."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from rere_test_utils import CATALOG_TITLES, PROMPT_SUFFIX, get_tokenizer, make_prompt
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from trl_rere.catalog import ItemCatalog
+from trl_rere.constrained import (
+    INVALID_SCORE,
+    TrieLogitsProcessor,
+    collect_beams,
+    constrained_beam_search,
+    generate_beams,
+    make_prefix_allowed_tokens_fn,
+    tokenize_prompts,
+)
+from trl_rere.testing import tiny_causal_lm
+from trl_rere.trie import ItemTrie
+
+
+CATALOG = ItemCatalog.from_titles(CATALOG_TITLES)
+# Histories of different lengths, so that batches are left-padded.
+PROMPTS = [
+    make_prompt(CATALOG_TITLES[:2]),
+    make_prompt(CATALOG_TITLES[3:9]),
+    make_prompt([CATALOG_TITLES[11]]),
+]
+BEAMS = 6
+
+_TRIES: dict = {}
+
+
+def trie_for(tokenizer, catalog: ItemCatalog = CATALOG) -> ItemTrie:
+    key = (id(tokenizer), tuple(catalog.titles))
+    if key not in _TRIES:
+        _TRIES[key] = ItemTrie.from_catalog(catalog, tokenizer)
+    return _TRIES[key]
+
+
+def teacher_forced_score(model, prompt_ids: list[int], completion_ids: list[int]) -> float:
+    """Sum over the completion of the full-vocabulary log-probability of each token, given everything before it."""
+    ids = torch.tensor([prompt_ids + completion_ids])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits[0].float()
+    logp = torch.log_softmax(logits, dim=-1)
+    positions = torch.arange(len(prompt_ids) - 1, len(prompt_ids) + len(completion_ids) - 1)
+    return logp[positions, torch.tensor(completion_ids)].sum().item()
+
+
+def titles_and_scores(results):
+    return [([b.title for b in r], [b.score for b in r]) for r in results]
+
+
+def assert_same_beams(a, b, atol: float):
+    assert len(a) == len(b)
+    for ra, rb in zip(a, b):
+        assert ra.titles == rb.titles
+        assert [x.score for x in ra] == pytest.approx([x.score for x in rb], abs=atol)
+
+
+@pytest.fixture(scope="module")
+def beams(tokenizer_kind, tokenizer, tiny_model):
+    """The reference run: the three prompts in one left-padded batch, vectorised processor."""
+    return constrained_beam_search(tiny_model, tokenizer, PROMPTS, trie_for(tokenizer), num_beams=BEAMS)
+
+
+# ===================================================================================================================
+# End to end
+# ===================================================================================================================
+def test_beams_are_valid_distinct_sorted_and_scored(tokenizer, tiny_model, beams):
+    trie = trie_for(tokenizer)
+    prompt_ids = tokenize_prompts(tokenizer, PROMPTS, trie)
+    assert len(beams) == len(PROMPTS)
+    for p, result in enumerate(beams):
+        assert result.complete and result.requested == BEAMS and len(result) == BEAMS
+        titles = result.titles
+        assert all(t in CATALOG for t in titles)
+        assert len(set(titles)) == len(titles)
+        scores = [b.score for b in result]
+        assert scores == sorted(scores, reverse=True)
+        assert all(INVALID_SCORE < s < 0 for s in scores)
+        for rank, beam in enumerate(result):
+            assert beam.rank == rank
+            assert beam.title == CATALOG.titles[beam.title_index]
+            assert beam.item_ids == CATALOG.item_ids(beam.title)
+            assert beam.token_ids == trie.title_token_ids(beam.title_index)
+            assert beam.token_ids[-1] == tokenizer.eos_token_id
+            # The beam's tokens are how the tokenizer splits prompt + completion (what an SFT model was trained on).
+            joined = tokenizer(PROMPTS[p] + f'"{beam.title}"\n', add_special_tokens=False)["input_ids"]
+            assert joined == prompt_ids[p] + beam.token_ids[:-1]
+            # The beam score is the plain sum of full-vocabulary token log-probs (length_penalty 0).
+            assert beam.score == pytest.approx(teacher_forced_score(tiny_model, prompt_ids[p], beam.token_ids), abs=1e-3)
+
+
+def test_processor_and_prefix_fn_give_the_same_beams(tokenizer, tiny_model, beams):
+    slow = constrained_beam_search(
+        tiny_model, tokenizer, PROMPTS, trie_for(tokenizer), num_beams=BEAMS, use_prefix_fn=True
+    )
+    assert_same_beams(beams, slow, atol=1e-4)
+
+
+def test_left_padded_batch_matches_single_prompts(tokenizer, tiny_model, beams):
+    trie = trie_for(tokenizer)
+    lengths = [len(ids) for ids in tokenize_prompts(tokenizer, PROMPTS, trie)]
+    assert len(set(lengths)) == len(lengths)  # the batch really is padded
+    single = [constrained_beam_search(tiny_model, tokenizer, [p], trie, num_beams=BEAMS)[0] for p in PROMPTS]
+    assert_same_beams(beams, single, atol=1e-4)
+    # batch_size splits the prompts into several generate() calls with the same result
+    chunked = constrained_beam_search(tiny_model, tokenizer, PROMPTS, trie, num_beams=BEAMS, batch_size=2)
+    assert_same_beams(beams, chunked, atol=1e-4)
+
+
+def test_pad_token_equal_to_eos(tokenizer, tiny_model, beams):
+    # Qwen pads with EOS. Our BPE tokenizer does so by default; for the others, drop the pad token, which makes
+    # constrained_beam_search pad with EOS. Left padding is masked out, so the beams must not change.
+    tok = copy.deepcopy(tokenizer)
+    if tok.pad_token_id != tok.eos_token_id:
+        tok.pad_token = None
+        assert tok.pad_token_id is None
+    results = constrained_beam_search(tiny_model, tok, PROMPTS, trie_for(tokenizer), num_beams=BEAMS)
+    assert_same_beams(beams, results, atol=1e-4)
+
+
+def test_train_mode_is_restored_and_decoding_is_deterministic(tokenizer_kind, tokenizer, beams):
+    model = tiny_causal_lm(tokenizer, seed=0, attention_dropout=0.5)  # same weights as the shared model
+    trie = trie_for(tokenizer)
+    ids = tokenizer(PROMPTS[0], return_tensors="pt").input_ids
+    model.train()
+    with torch.no_grad():
+        assert not torch.equal(model(input_ids=ids).logits, model(input_ids=ids).logits)  # dropout is active
+    in_train = constrained_beam_search(model, tokenizer, PROMPTS, trie, num_beams=BEAMS)
+    assert model.training
+    again = constrained_beam_search(model, tokenizer, PROMPTS, trie, num_beams=BEAMS)
+    model.eval()
+    in_eval = constrained_beam_search(model, tokenizer, PROMPTS, trie, num_beams=BEAMS)
+    assert not model.training
+    assert titles_and_scores(in_train) == titles_and_scores(again) == titles_and_scores(in_eval)
+    assert_same_beams(in_eval, beams, atol=1e-5)
+
+
+# ===================================================================================================================
+# Edge cases
+# ===================================================================================================================
+@pytest.mark.parametrize("titles", [["Red Ball", "Red Ball Pit", "Blue Car"], ["Slinky"]])
+def test_fewer_titles_than_beams(tokenizer, tiny_model, titles):
+    catalog = ItemCatalog.from_titles(titles)
+    trie = trie_for(tokenizer, catalog)
+    results = constrained_beam_search(tiny_model, tokenizer, PROMPTS[:2], trie, num_beams=8)
+    prompt_ids = tokenize_prompts(tokenizer, PROMPTS[:2], trie)
+    for p, result in enumerate(results):
+        assert not result.complete and result.requested == 8
+        assert sorted(result.titles) == sorted(titles)  # every title found once, nothing invalid filled in
+        scores = [b.score for b in result]
+        assert scores == sorted(scores, reverse=True)
+        for beam in result:
+            assert beam.score == pytest.approx(teacher_forced_score(tiny_model, prompt_ids[p], beam.token_ids), abs=1e-3)
+
+
+def test_fewer_titles_than_beams_raw_rows_are_flagged(tokenizer, tiny_model):
+    # generate_beams returns num_beams rows per prompt; the surplus rows must be recognisable as invalid.
+    titles = ["Red Ball", "Blue Car"]
+    trie = trie_for(tokenizer, ItemCatalog.from_titles(titles))
+    ids = tokenize_prompts(tokenizer, PROMPTS[:1], trie)
+    input_ids = torch.tensor(ids)
+    completion_ids, scores = generate_beams(tiny_model, input_ids, torch.ones_like(input_ids), trie, num_beams=4)
+    assert completion_ids.shape[0] == scores.shape[0] == 4
+    valid = [trie.lookup(row) >= 0 and s > INVALID_SCORE for row, s in zip(completion_ids.tolist(), scores.tolist())]
+    assert 0 < sum(valid)
+    groups = collect_beams(trie, completion_ids, scores, num_prompts=1, keep=4)
+    assert sorted(groups[0].titles) == sorted(titles)
+
+
+def test_num_return_sequences_below_num_beams(tokenizer, tiny_model, beams):
+    trie = trie_for(tokenizer)
+    top = constrained_beam_search(tiny_model, tokenizer, PROMPTS, trie, num_beams=BEAMS, num_return_sequences=3)
+    for result, full in zip(top, beams):
+        assert len(result) == 3 and result.complete and result.requested == 3
+        assert result.titles == full.titles[:3]  # the same search, cut to the best 3
+        assert [b.rank for b in result] == [0, 1, 2]
+    with pytest.raises(ValueError, match="num_return_sequences"):
+        constrained_beam_search(tiny_model, tokenizer, PROMPTS, trie, num_beams=2, num_return_sequences=3)
+
+
+def test_prompt_must_end_with_the_trie_suffix(tokenizer, tiny_model):
+    trie = trie_for(tokenizer)
+    bad = PROMPTS[0][: -len(PROMPT_SUFFIX)] + "### Answer:\n"
+    with pytest.raises(ValueError, match="prompt_suffix"):
+        constrained_beam_search(tiny_model, tokenizer, [PROMPTS[1], bad], trie, num_beams=2)
+
+
+def test_sentencepiece_style_prompt_ending_is_accepted():
+    # Metaspace ("first") tokenizers prepend "▁" at the start of a text, so the ending tokenized alone differs from
+    # the same ending inside the prompt; the completion's tokens are the same, and that is what the check compares.
+    tok = get_tokenizer("unigram")
+    alone = tok(PROMPT_SUFFIX, add_special_tokens=False)["input_ids"]
+    in_prompt = tok(PROMPTS[0], add_special_tokens=False)["input_ids"]
+    assert in_prompt[-len(alone) :] != alone
+    assert tokenize_prompts(tok, PROMPTS, trie_for(tok)) == tok(PROMPTS, add_special_tokens=False)["input_ids"]
+
+
+# ===================================================================================================================
+# TrieLogitsProcessor and the prefix function, step by step without a model
+# ===================================================================================================================
+EOS = 0
+VOCAB = 10
+SEQS = [[5, 6, EOS], [5, 7, EOS], [5, EOS], [8, 9, EOS], [8, 9, 3, EOS], [8, EOS]]
+
+
+def allowed(scores: torch.Tensor) -> list[list[int]]:
+    return [torch.nonzero(torch.isfinite(row)).flatten().tolist() for row in scores]
+
+
+def test_processor_masks_to_trie_children_and_follows_reordered_beams():
+    trie = ItemTrie(SEQS, eos_token_id=EOS, vocab_size=VOCAB, prompt_suffix=None)
+    proc = TrieLogitsProcessor(trie, num_beams=2)
+    prompt = torch.tensor([[1, 2, 3], [1, 2, 3], [4, 4, 4], [4, 4, 4]])  # 2 prompts x 2 beams
+    raw = torch.randn(4, VOCAB)
+    out = proc(prompt, raw.clone())
+    assert allowed(out) == [[5, 8]] * 4
+    assert torch.equal(out[:, [5, 8]], raw[:, [5, 8]])  # allowed scores are untouched
+    # Step 2: prompt 0 took 5 and 8, prompt 1 took 8 and 5.
+    step2 = torch.cat([prompt, torch.tensor([[5], [8], [8], [5]])], dim=1)
+    assert allowed(proc(step2, torch.randn(4, VOCAB))) == [[EOS, 6, 7], [EOS, 9], [EOS, 9], [EOS, 6, 7]]
+    # Step 3: HF reordered the beams (rows swapped within each prompt); the processor must follow the prefixes,
+    # not the row numbers.
+    step3 = torch.cat([step2[[1, 0, 3, 2]], torch.tensor([[9], [6], [7], [9]])], dim=1)
+    raw = torch.randn(4, VOCAB)
+    out = proc(step3, raw.clone())
+    assert allowed(out) == [[EOS, 3], [EOS], [EOS], [EOS, 3]]
+    finite = torch.isfinite(out)
+    assert torch.equal(out[finite], raw[finite])
+    # Step 4: two beams of one prompt may share a prefix.
+    step4 = torch.cat([step3[[0, 0, 2, 3]], torch.tensor([[3], [EOS], [EOS], [3]])], dim=1)
+    assert allowed(proc(step4, torch.randn(4, VOCAB))) == [[EOS], [EOS], [EOS], [EOS]]
+
+
+def test_processor_rows_off_the_trie_may_only_end():
+    trie = ItemTrie(SEQS, eos_token_id=EOS, vocab_size=VOCAB, prompt_suffix=None)
+    proc = TrieLogitsProcessor(trie, num_beams=1)
+    prompt = torch.tensor([[1, 2], [1, 2]])
+    proc(prompt, torch.randn(2, VOCAB))
+    step2 = torch.cat([prompt, torch.tensor([[9], [5]])], dim=1)  # row 0 leaves the trie
+    raw = torch.randn(2, VOCAB)
+    out = proc(step2, raw.clone())
+    assert allowed(out) == [[EOS], [EOS, 6, 7]]
+    assert out[0, EOS] == raw[0, EOS]
+
+
+def test_prefix_fn_matches_the_processor():
+    trie = ItemTrie(SEQS, eos_token_id=EOS, vocab_size=VOCAB, prompt_suffix=None)
+    fn = make_prefix_allowed_tokens_fn(trie, prompt_length=2)
+    assert sorted(fn(0, torch.tensor([1, 2]))) == [5, 8]
+    assert sorted(fn(0, torch.tensor([1, 2, 5]))) == [EOS, 6, 7]
+    assert fn(0, torch.tensor([1, 2, 5, 6])) == [EOS]
+    assert fn(0, torch.tensor([1, 2, 9])) == [EOS]  # off the trie: HF rejects an empty list, so only EOS
+
+
+def test_processor_flat_path_for_one_wide_node():
+    # One row on a node with 28 children and three on single-child nodes: the processor lists the allowed pairs
+    # flat instead of padding every row to 28 (same result).
+    seqs = [[1, t, EOS] for t in range(10, 38)] + [[2, 3, EOS], [4, 5, EOS], [6, 7, EOS]]
+    trie = ItemTrie(seqs, eos_token_id=EOS, vocab_size=40, prompt_suffix=None)
+    proc = TrieLogitsProcessor(trie, num_beams=4)
+    prompt = torch.tensor([[1, 1]] * 4)
+    proc(prompt, torch.randn(4, 40))
+    step2 = torch.cat([prompt, torch.tensor([[1], [2], [9], [6]])], dim=1)  # row 2 leaves the trie
+    raw = torch.randn(4, 40)
+    out = proc(step2, raw.clone())
+    assert allowed(out) == [list(range(10, 38)), [3], [EOS], [7]]
+    finite = torch.isfinite(out)
+    assert torch.equal(out[finite], raw[finite])
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_processor_matches_a_reference_walk(data):
+    """Random tries, beams that branch, reorder, share prefixes and fall off the trie: at every step each row allows
+    exactly its node's children (EOS alone once off the trie or past the end), with the scores untouched."""
+    vocab = 40
+    seqs = data.draw(st.lists(st.lists(st.integers(1, vocab - 1), min_size=1, max_size=5), min_size=1, max_size=10))
+    if data.draw(st.booleans()):  # a wide node next to narrow ones
+        seqs += [[1, t] for t in range(10, 38)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # duplicate sequences are merged
+        trie = ItemTrie([s + [EOS] for s in seqs], eos_token_id=EOS, vocab_size=vocab, prompt_suffix=None)
+    num_prompts, beams = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
+    rows = num_prompts * beams
+    proc = TrieLogitsProcessor(trie, num_beams=beams)
+    prompt = torch.arange(rows * 2).view(rows, 2) % vocab
+    gen: list[list[int]] = [[] for _ in range(rows)]
+    generator = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
+    for step in range(data.draw(st.integers(1, 6))):
+        input_ids = torch.cat([prompt, torch.tensor(gen, dtype=torch.long).view(rows, step)], dim=1)
+        raw = torch.randn(rows, vocab, generator=generator)
+        out = proc(input_ids, raw.clone())
+        for r in range(rows):
+            node = trie.walk(gen[r])
+            expect = sorted(trie.children(node).tolist()) if node >= 0 else []
+            expect = expect or [EOS]
+            assert allowed(out[r : r + 1]) == [expect]
+            assert torch.equal(out[r, expect], raw[r, expect])
+        new = []
+        for r in range(rows):  # each new row continues some row of the same prompt
+            parent = gen[(r // beams) * beams + data.draw(st.integers(0, beams - 1))]
+            node = trie.walk(parent)
+            kids = trie.children(node).tolist() if node >= 0 else []
+            if kids and data.draw(st.integers(0, 4)) > 0:
+                token = data.draw(st.sampled_from(kids))
+            else:
+                token = data.draw(st.integers(0, vocab - 1))
+            new.append(parent + [token])
+        gen = new
