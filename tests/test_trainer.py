@@ -323,3 +323,27 @@ def test_save_reload_resume(tiny, tmp_path):
     assert steps == [1, 2, 3, 4]
     for k, v in params(resumed.model).items():
         assert torch.allclose(v, final[k], atol=1e-6), k
+
+
+def test_prompt_without_the_trie_suffix_is_refused(tmp_path):
+    """Titles are tokenized after `prompt_suffix`; a prompt that does not end with it would put beams off-catalog,
+    so the trainer stops with an error naming the suffix."""
+    from datasets import Dataset
+
+    from trl_rere import ReReConfig, ReReTrainer
+    from trl_rere.testing import tiny_causal_lm, train_tokenizer
+
+    titles = ["Red Ball", "Blue Car", "Green Kite", "Yellow Boat"]
+    tokenizer = train_tokenizer(titles + ["History: Red Ball\nAnswer:\n"], kind="bpe", vocab_size=300)
+    path = tmp_path / "model"
+    tiny_causal_lm(tokenizer).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    rows = [{"prompt": f"History: {t}\nAnswer:\n", "target": titles[(i + 1) % 4]} for i, t in enumerate(titles)]
+    args = ReReConfig(
+        output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=4, max_steps=1,
+        report_to=[], use_cpu=True, gradient_checkpointing=False, save_strategy="no",
+    )
+    trainer = ReReTrainer(model=str(path), args=args, train_dataset=Dataset.from_list(rows), catalog=titles,
+                          processing_class=tokenizer)
+    with pytest.raises(ValueError, match="prompt_suffix"):
+        trainer.train()

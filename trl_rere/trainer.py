@@ -15,7 +15,7 @@ from trl.models import unwrap_model_for_generation
 
 from .catalog import ItemCatalog
 from .config import ReReConfig
-from .constrained import _left_pad, generate_beams
+from .constrained import _left_pad, generate_beams, tokenize_prompts
 from .rewards import resolve_reward_funcs
 from .sampling import beam_groups, insert_ground_truth, sample_from_trie, sample_groups
 from .trie import ItemTrie
@@ -125,9 +125,6 @@ class ReReTrainer(GRPOTrainer):
         self.trie = ItemTrie.from_catalog(
             self.catalog, self._tokenizer, args.completion_template, args.prompt_suffix
         )
-        self._suffix_ids = (
-            self._tokenizer(args.prompt_suffix, add_special_tokens=False)["input_ids"] if args.prompt_suffix else []
-        )
         for split, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             self._check_targets(split, dataset)
         self._rere_targets: list[str] = []
@@ -172,6 +169,11 @@ class ReReTrainer(GRPOTrainer):
     def _generate_and_score_completions(self, inputs):
         # The sampler needs the targets (dynamic sampling, add_gt, metrics); TRL only hands it token ids.
         self._rere_targets = [x["target"] for x in inputs]
+        group_size = self.num_generations if self.model.training else self.num_generations_eval
+        unique_prompts = [x["prompt"] for x in inputs[::group_size]]
+        if isinstance(unique_prompts[0], str):
+            # Titles must tokenize after these prompts exactly as the trie has them, or beams would be off-catalog.
+            tokenize_prompts(self._tokenizer, unique_prompts, self.trie)
         return super()._generate_and_score_completions(inputs)
 
     def _generate(self, prompts):
@@ -187,13 +189,6 @@ class ReReTrainer(GRPOTrainer):
         unique = [prompt_ids[i * group_size] for i in range(num_prompts)]
         if any(prompt_ids[i] != unique[i // group_size] for i in range(len(prompt_ids))):
             raise RuntimeError("expected the repeated-prompt layout [p0]*G + [p1]*G + ... from TRL's RepeatSampler")
-        n = len(self._suffix_ids)
-        for i, ids in enumerate(unique):
-            if n and ids[len(ids) - n :] != self._suffix_ids:
-                raise ValueError(
-                    f"a training prompt does not end with prompt_suffix {args.prompt_suffix!r} as tokens (it ends "
-                    f"with {self._tokenizer.decode(ids[-n:])!r}); set ReReConfig.prompt_suffix to the prompts' ending"
-                )
         targets = [self.catalog.index(t) if t in self.catalog else -1 for t in self._rere_targets[::group_size]]
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else self.trie.eos_token_id
         input_ids, attention_mask = _left_pad(unique, pad_id, self.accelerator.device)
