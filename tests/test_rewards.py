@@ -398,3 +398,11 @@ def test_trainer_default_and_configured_rewards(tiny_model_dir, tmp_path):
     trainer = ReReTrainer(model=path, args=_args(tmp_path, rewards=["rule"]), train_dataset=_dataset(),
                           catalog=TITLES, processing_class=tokenizer)
     assert trainer.reward_funcs == [rule_reward]  # the rule-only ablation
+
+
+def test_unknown_reward_name_is_refused():
+    from trl_rere.rewards import resolve_reward_funcs
+
+    with pytest.raises(ValueError, match="unknown reward 'rankng'"):
+        resolve_reward_funcs(["rule", "rankng"])
+    assert resolve_reward_funcs(["rule", "ranking"]) == [rule_reward, ranking_reward]

@@ -201,6 +201,30 @@ def test_train_lora(tiny, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in frozen)
 
 
+def test_train_semantic_and_collaborative_rewards(tiny, tmp_path):
+    """The ablation rewards plug into a run: item ids resolve through the catalog and the history column reaches the
+    collaborative scorer."""
+    from trl_rere import collaborative_reward, semantic_reward
+
+    path, tokenizer = tiny
+    catalog = ItemCatalog.from_titles(TITLES)
+    embeddings = torch.randn(len(TITLES), 8, generator=torch.Generator().manual_seed(0))
+    seen = []
+
+    def scorer(history, item_id):
+        seen.append((list(history), item_id))
+        return float(item_id == (history[-1] + 1) % len(TITLES))  # 1 for the true next item
+
+    trainer = ReReTrainer(model=path, args=make_args(tmp_path), train_dataset=Dataset.from_list(ROWS), catalog=catalog,
+                          processing_class=tokenizer,
+                          reward_funcs=[semantic_reward(embeddings, catalog), collaborative_reward(scorer, catalog)])
+    trainer.train()
+    assert trainer.state.global_step == 2
+    assert logged(trainer, "rewards/semantic_reward/mean") and logged(trainer, "rewards/collaborative_reward/mean")
+    assert len(seen) == 2 * 2 * G
+    assert all(len(h) == 1 and 0 <= i < len(TITLES) for h, i in seen)
+
+
 # -- construction errors -------------------------------------------------------------------------------------------
 def test_use_vllm_not_implemented(tiny, tmp_path):
     path, tokenizer = tiny

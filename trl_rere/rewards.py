@@ -9,6 +9,7 @@ and `group_id` (which prompt group it belongs to). Your own rank-aware rewards c
 from __future__ import annotations
 
 import math
+import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 
@@ -125,4 +126,8 @@ def resolve_reward_funcs(reward_funcs) -> list:
         return []
     if not isinstance(reward_funcs, (list, tuple)):
         reward_funcs = [reward_funcs]
+    for f in reward_funcs:
+        # TRL would take any other string for a reward-model id and fail later with an unrelated hub error.
+        if isinstance(f, str) and f not in BUILTIN_REWARDS and "/" not in f and not os.path.exists(f):
+            raise ValueError(f"unknown reward {f!r}: use one of {sorted(BUILTIN_REWARDS)}, a callable or a reward model id")
     return [BUILTIN_REWARDS.get(f, f) if isinstance(f, str) else f for f in reward_funcs]
