@@ -54,6 +54,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
 from trl_rere.data import DEFAULT_PROMPT_TEMPLATE, load_amazon, sft_dataset  # noqa: E402
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
@@ -61,7 +62,6 @@ from trl_rere.trie import ItemTrie  # noqa: E402
 
 
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-START, END = "<!-- repro_industrial:start -->", "<!-- repro_industrial:end -->"
 CATEGORY = "Industrial_and_Scientific"
 
 # The authors' history line and response header without the ~90-token instruction preamble, which a model trained
@@ -313,7 +313,7 @@ def main(argv=None):
     summary_path.write_text(json.dumps({k: [{"seed": r["seed"], "metrics": r["metrics"], "train_s": r["train_s"],
                                                "eval_s": r["eval_s"]} for r in v] for k, v in results.items()}, indent=1))
     if not a.no_results and a.eval_split == "report":
-        write_results(table)
+        write_section("repro_industrial", "## Small-scale reproduction on Industrial_and_Scientific (`benchmarks/repro_industrial.py`)\n\n" + table)
         log(f"wrote {RESULTS}")
     log(f"total wall time {wall / 60:.1f} min")
 
@@ -406,19 +406,6 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
            "", "### RL training curves (per-step group statistics logged by ReReTrainer)", "", *curves, "",
            "### Settings", "", settings]
     return "\n".join(out)
-
-
-def write_results(table: str) -> None:
-    body = (f"{START}\n## Small-scale reproduction on Industrial_and_Scientific (`benchmarks/repro_industrial.py`)\n\n"
-            f"{table}\n{END}")
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        pre, rest = text.split(START, 1)
-        post = rest.split(END, 1)[1]
-        text = pre + body + post
-    else:
-        text = text.rstrip("\n") + "\n\n" + body + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":

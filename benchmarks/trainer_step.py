@@ -50,13 +50,13 @@ from transformers import TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
+from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
 from trl_rere import ItemTrie, ReReConfig, ReReTrainer, rule_reward  # noqa: E402
 from trl_rere.data import synthetic_catalog_dataset  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
 
 
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
-START, END = "<!-- trainer_step:start -->", "<!-- trainer_step:end -->"
 
 
 class TurnTaking:
@@ -305,20 +305,8 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not opts.no_write:
-        write_results(section)
+        write_section("trainer_step", section)
         print(f"\nwritten to {RESULTS.relative_to(REPO)}")
-
-
-def write_results(section: str) -> None:
-    block = f"{START}\n{section}\n{END}"
-    text = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else "# Benchmarks\n"
-    if START in text and END in text:
-        head, rest = text.split(START, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    RESULTS.write_text(text, encoding="utf-8")
 
 
 if __name__ == "__main__":
