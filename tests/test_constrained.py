@@ -10,6 +10,7 @@ import torch
 from rere_test_utils import CATALOG_TITLES, PROMPT_SUFFIX, get_tokenizer, make_prompt
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from transformers import LogitsProcessorList
 
 from trl_rere.catalog import ItemCatalog
 from trl_rere.constrained import (
@@ -262,6 +263,36 @@ def test_prefix_fn_matches_the_processor():
     assert fn(0, torch.tensor([1, 2, 9])) == [EOS]  # off the trie: HF rejects an empty list, so only EOS
 
 
+def test_reused_output_gives_the_same_beams(tokenizer_kind, tokenizer, tiny_model):
+    # Beam search defaults to reusing the output tensor; masking every input in place must give the same beams.
+    trie = trie_for(tokenizer)
+    ids = tokenize_prompts(tokenizer, PROMPTS[:2], trie)
+    width = max(len(i) for i in ids)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
+    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    runs = []
+    for reuse in (True, False):
+        processor = TrieLogitsProcessor(trie, num_beams=BEAMS, reuse_output=reuse)
+        out = tiny_model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            num_beams=BEAMS,
+            num_return_sequences=BEAMS,
+            do_sample=False,
+            length_penalty=0.0,
+            max_new_tokens=trie.max_length,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            logits_processor=LogitsProcessorList([processor]),
+            output_scores=True,
+            return_dict_in_generate=True,
+        )
+        runs.append(out)
+    assert torch.equal(runs[0].sequences, runs[1].sequences)
+    assert torch.equal(runs[0].sequences_scores, runs[1].sequences_scores)
+    assert all(torch.equal(a, b) for a, b in zip(runs[0].scores, runs[1].scores))
+
+
 def test_processor_flat_path_for_one_wide_node():
     # One row on a node with 28 children and three on single-child nodes: the processor lists the allowed pairs
     # flat instead of padding every row to 28 (same result).
@@ -282,7 +313,8 @@ def test_processor_flat_path_for_one_wide_node():
 @given(data=st.data())
 def test_processor_matches_a_reference_walk(data):
     """Random tries, beams that branch, reorder, share prefixes and fall off the trie: at every step each row allows
-    exactly its node's children (EOS alone once off the trie or past the end), with the scores untouched."""
+    exactly its node's children (EOS alone once off the trie or past the end), with the scores untouched, whether the
+    processor masks its input in place or reuses its output tensor."""
     vocab = 40
     seqs = data.draw(st.lists(st.lists(st.integers(1, vocab - 1), min_size=1, max_size=5), min_size=1, max_size=10))
     if data.draw(st.booleans()):  # a wide node next to narrow ones
@@ -292,14 +324,20 @@ def test_processor_matches_a_reference_walk(data):
         trie = ItemTrie([s + [EOS] for s in seqs], eos_token_id=EOS, vocab_size=vocab, prompt_suffix=None)
     num_prompts, beams = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
     rows = num_prompts * beams
-    proc = TrieLogitsProcessor(trie, num_beams=beams)
+    reuse = data.draw(st.booleans())
+    proc = TrieLogitsProcessor(trie, num_beams=beams, reuse_output=reuse)
     prompt = torch.arange(rows * 2).view(rows, 2) % vocab
     gen: list[list[int]] = [[] for _ in range(rows)]
     generator = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
     for step in range(data.draw(st.integers(1, 6))):
         input_ids = torch.cat([prompt, torch.tensor(gen, dtype=torch.long).view(rows, step)], dim=1)
         raw = torch.randn(rows, vocab, generator=generator)
-        out = proc(input_ids, raw.clone())
+        given_scores = raw.clone()
+        out = proc(input_ids, given_scores)
+        if step == 0 or not reuse:
+            assert out is given_scores  # masked in place
+        else:
+            assert torch.equal(given_scores, raw)  # the reused output is written, the input left alone
         for r in range(rows):
             node = trie.walk(gen[r])
             expect = sorted(trie.children(node).tolist()) if node >= 0 else []

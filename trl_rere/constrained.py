@@ -21,12 +21,19 @@ class TrieLogitsProcessor(LogitsProcessor):
     It keeps the trie node of every row. HF beam search reorders rows between steps without telling the processor,
     so at each step a row's parent is found by matching its generated prefix against the previous step's rows of
     the same prompt (a `(batch, beams, beams)` comparison, independent of vocabulary and catalog size); the new node
-    is one `searchsorted` over the trie's edge keys. Masking gathers the allowed scores, fills the scores with -inf in
-    place and writes the allowed ones back: no (rows x vocab) mask is built, no Python loop runs over rows, and the
-    only host sync per step reads the largest and the total number of allowed tokens. The gather is a (rows x widest
-    node) block when rows are alike and a flat list of the allowed (row, token) pairs when one wide node (a popular
-    brand with thousands of continuations) would make that block mostly padding, so its cost follows the number of
-    allowed tokens rather than the catalog size.
+    is one `searchsorted` over the trie's edge keys. Masking gathers the allowed scores and writes them into an
+    all -inf tensor: no (rows x vocab) mask is built, no Python loop runs over rows, and the only host sync per step
+    reads the largest and the total number of allowed tokens. The gather is a (rows x widest node) block when rows
+    are alike and a flat list of the allowed (row, token) pairs when one wide node (a popular brand with thousands of
+    continuations) would make that block mostly padding, so its cost follows the number of allowed tokens rather than
+    the catalog size.
+
+    The first call masks its input in place. With `reuse_output=True` (the default for beam search, `num_beams > 1`)
+    the processor keeps that tensor and returns it again at every later step, -inf outside the allowed entries: each
+    step only resets the previous step's entries, so no pass over the whole vocabulary is made (that fill was most
+    of the cost). Later inputs are then left untouched and the returned tensor is only valid until the next call;
+    HF beam search keeps only copies. With `reuse_output=False` (the default for `num_beams=1`: sampling with
+    `output_scores=True` stores the processed scores without copying them) every input is masked in place.
 
     Create one processor per `generate` call: it learns the prompt length and beam layout on its first call.
 
@@ -38,12 +45,15 @@ class TrieLogitsProcessor(LogitsProcessor):
     ```
     """
 
-    def __init__(self, trie: ItemTrie, num_beams: int = 1):
+    def __init__(self, trie: ItemTrie, num_beams: int = 1, reuse_output: bool | None = None):
         self.trie = trie
         self.num_beams = num_beams
+        self.reuse_output = num_beams > 1 if reuse_output is None else reuse_output
         self.prompt_length: int | None = None
         self._state: torch.Tensor | None = None  # (rows,) trie node per row, -1 once a row left the trie
         self._prev: torch.Tensor | None = None  # previous step's generated tokens, (rows, t-1)
+        self._out: torch.Tensor | None = None  # reuse_output: the returned tensor, -inf but for `_written`
+        self._written: tuple[torch.Tensor | None, torch.Tensor | None] | None = None  # (block tokens, flat indices)
 
     def _advance(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows, cur_len = input_ids.shape
@@ -97,21 +107,46 @@ class TrieLogitsProcessor(LogitsProcessor):
             idx = torch.minimum(torch.arange(width, device=device), (take - 1).unsqueeze(1)) + first.unsqueeze(1)
             tokens = torch.where(live.unsqueeze(1), arrays["node_token"][idx.clamp_(max=last_node)], eos)
             values = scores.gather(1, tokens)
-            scores.fill_(float("-inf"))
-            return scores.scatter_(1, tokens, values)
+            out = self._blank_output(scores)
+            self._written = (tokens, None)
+            return out.scatter_(1, tokens, values)
         # A few rows sit on a wide node (say a popular brand with thousands of continuations): a block that wide
         # would be mostly padding, so list the sum(take) allowed (row, token) pairs flat instead.
         row = torch.repeat_interleave(torch.arange(rows, device=device), take, output_size=total)
         child = (first - (torch.cumsum(take, 0) - take))[row] + torch.arange(total, device=device)
         tokens = torch.where(live[row], arrays["node_token"][child.clamp_(max=last_node)], eos)
-        if not scores.is_contiguous():
-            scores = scores.contiguous()
-        flat_scores = scores.view(-1)
         flat = row * vocab + tokens
-        values = flat_scores[flat]
-        scores.fill_(float("-inf"))
-        flat_scores[flat] = values
-        return scores
+        values = scores.reshape(-1)[flat]
+        out = self._blank_output(scores)
+        self._written = (None, flat)
+        out.view(-1)[flat] = values
+        return out
+
+    def _blank_output(self, scores: torch.Tensor) -> torch.Tensor:
+        """A contiguous all -inf tensor shaped like `scores`, for the allowed scores (already read) to be written into.
+
+        With `reuse_output`, after the first step it is the tensor returned last time with only the entries written
+        then reset to -inf. Otherwise (and on the first step) it is `scores` itself, filled with -inf in place; with
+        `reuse_output` that tensor is then kept for the next steps, provided it is not a view of a larger tensor (HF
+        beam search computes fresh log-probs every step and keeps only copies of what it returns)."""
+        out = self._out
+        if (
+            out is not None
+            and out is not scores
+            and out.shape == scores.shape
+            and out.dtype == scores.dtype
+            and out.device == scores.device
+        ):
+            block, flat = self._written
+            if block is not None:
+                out.scatter_(1, block, float("-inf"))
+            else:
+                out.view(-1).index_fill_(0, flat, float("-inf"))
+            return out
+        out = scores if scores.is_contiguous() else scores.contiguous()
+        out.fill_(float("-inf"))
+        self._out = out if self.reuse_output and out._base is None else None
+        return out
 
 
 def make_prefix_allowed_tokens_fn(trie: ItemTrie, prompt_length: int):
