@@ -97,7 +97,8 @@ class ItemTrie:
             raise ValueError(f"title {bad} tokenizes to an empty sequence")
         max_len = int(lengths.max())
         # Tokens shifted by +1 so that 0 pads short rows and sorts before every real token: a prefix sorts first.
-        mat = np.zeros((len(sequences), max_len), dtype=np.int64)
+        # int32 halves the largest temporary of a million-title build; token ids stay far below 2**31.
+        mat = np.zeros((len(sequences), max_len), dtype=np.int32)
         flat = np.fromiter((t for s in sequences for t in s), dtype=np.int64, count=int(lengths.sum()))
         if flat.min() < 0:
             raise ValueError("token ids must be non-negative")
@@ -148,7 +149,7 @@ class ItemTrie:
             # The parent is the depth-d node created by the latest row at or before this one (rows are sorted).
             parent_pos = np.searchsorted(prev_rows, rows, side="right") - 1
             parent.append(prev_ids[parent_pos])
-            node_token.append(mat[rows, d] - 1)
+            node_token.append(mat[rows, d].astype(np.int64) - 1)
             ends = lengths[rows] == d + 1
             leaf_nodes[rows[ends]] = ids[ends]
             prev_rows, prev_ids = rows, ids
