@@ -146,8 +146,7 @@ def check_structure(trie: ItemTrie) -> None:
         kids = np.arange(trie.first_child[p], trie.first_child[p] + trie.num_children[p])
         assert np.all(trie.node_parent[kids] == p)
     # Leaves are exactly the title nodes, reached by EOS.
-    leaves = trie.num_children == 0
-    leaves[0] = False if trie.num_nodes > 1 else leaves[0]
+    leaves = trie.num_children == 0  # the root always has children: every trie holds at least one title
     np.testing.assert_array_equal(leaves, trie.node_title >= 0)
     if trie.eos_token_id is not None:
         assert np.all(trie.node_token[leaves] == trie.eos_token_id)
@@ -212,7 +211,7 @@ def test_trie_from_sequences_and_errors():
 
 
 def test_identical_token_sequences_are_merged_with_a_warning():
-    with pytest.warns(UserWarning, match="tokenize exactly like another title"):
+    with pytest.warns(UserWarning, match="exactly the same tokens as another title"):
         trie = ItemTrie([[3, 4, 0], [3, 0], [3, 4, 0]], eos_token_id=0, prompt_suffix=None)
     assert trie.collisions == {2: 0}
     assert trie.title_token_ids(2) == [3, 4, 0]

@@ -127,8 +127,8 @@ class ItemTrie:
         if self.collisions:
             a, b = next(iter(self.collisions.items()))
             warnings.warn(
-                f"{len(self.collisions)} titles tokenize exactly like another title (the tokenizer normalises "
-                f"text) and are merged in the trie, e.g. title {a} into title {b}.",
+                f"{len(self.collisions)} titles have exactly the same tokens as another title (a normalising tokenizer "
+                f"or duplicate token sequences) and are merged in the trie, e.g. title {a} into title {b}.",
                 stacklevel=3,
             )
         num_sequences = n
