@@ -210,7 +210,7 @@ def main(argv=None):
     # -- tokenizer ---------------------------------------------------------------------------------------------
     tok_cfg = {"vocab": a.vocab_size, "max_history": a.max_history, "n": len(train), "template": a.template}
     tok_dir = work / f"tokenizer-{_key(tok_cfg)}"
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
     if (tok_dir / "tokenizer.json").exists() and not a.fresh:
         tok = PreTrainedTokenizerFast.from_pretrained(tok_dir)
     else:

@@ -290,11 +290,11 @@ def main() -> None:
         f"- Batch: {opts.prompts} prompts x G={opts.G} = {opts.prompts * opts.G} completions per step, one "
         f"optimizer step per generation, max completion length {trie.max_length} (= the trie's longest title "
         f"completion, EOS included); beta 1e-3 (reference forward pass), loss 'grpo', lr 1e-5, grad clip 0.3.",
-        f"- ReRe: one constrained beam search of G beams per prompt (length_penalty 0). GRPO: TRL's transformers "
-        f"sampling (temperature 1.0), G rows per prompt, unconstrained. A random model rarely samples EOS, so GRPO "
-        f"completions run to the length limit while ReRe's are real titles (see 'mean completion tokens'); the loss "
-        f"runs over the batch padded to its longest completion, about the same width for both, so the "
-        f"forward/backward passes cost about the same and the difference is in generation.",
+        "- ReRe: one constrained beam search of G beams per prompt (length_penalty 0). GRPO: TRL's transformers "
+        "sampling (temperature 1.0), G rows per prompt, unconstrained. A random model rarely samples EOS, so GRPO "
+        "completions run to the length limit while ReRe's are real titles (see 'mean completion tokens'); the loss "
+        "runs over the batch padded to its longest completion, about the same width for both, so the "
+        "forward/backward passes cost about the same and the difference is in generation.",
         f"- Timing: the trainers take strict turns step by step in one process ({opts.warmup} warm-up steps each "
         f"dropped, {opts.steps} measured each); a step is `on_step_begin` -> `on_step_end`, generation is TRL's "
         f"`_generate_single_turn`. torch {torch.__version__} with {opts.threads} threads, transformers "

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from trl_rere.testing import TOKENIZER_KINDS, tiny_causal_lm, train_tokenizer
+from trl_rere.testing import tiny_causal_lm, train_tokenizer
 
 
 # The test models are tiny: intra-op threads only add overhead, and on a busy 2-core machine OpenMP barriers make a

@@ -165,7 +165,7 @@ def test_trie_small_catalog_structure_and_prefix_titles():
     short_ids, long_ids = trie.title_token_ids(short), trie.title_token_ids(long)
     assert trie.lookup(short_ids) == short and trie.lookup(long_ids) == long
     # The completions share the path of '"Red Ball' and then branch (closing quote vs ' Pit').
-    shared = tok(f'"Red Ball', add_special_tokens=False)["input_ids"]
+    shared = tok('"Red Ball', add_special_tokens=False)["input_ids"]
     assert short_ids[: len(shared)] == long_ids[: len(shared)] == shared
     assert len(trie.children(trie.walk(shared))) >= 2
     # Paths off the trie.

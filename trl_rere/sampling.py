@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .constrained import INVALID_SCORE, TrieLogitsProcessor, collect_beams, generate_beams
+from .constrained import INVALID_SCORE, TrieLogitsProcessor, collect_beams
 from .trie import ItemTrie
 
 
