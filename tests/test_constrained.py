@@ -118,6 +118,88 @@ def test_left_padded_batch_matches_single_prompts(tokenizer, tiny_model, beams):
     assert_same_beams(beams, chunked, atol=1e-4)
 
 
+def test_prompts_encoded_once_give_the_same_beams(tokenizer, tiny_model, beams, monkeypatch):
+    # generate_beams encodes each prompt once and repeats its KV cache for the beams; HF alone would encode it once per
+    # beam. Both must give the same beams on a left-padded batch.
+    import trl_rere.constrained as constrained
+
+    trie = trie_for(tokenizer)
+    ids = tokenize_prompts(tokenizer, PROMPTS, trie)
+    width = max(len(i) for i in ids)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
+    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    cache = constrained._prefill_prompts(tiny_model, input_ids, attention_mask, BEAMS)
+    assert cache is not None and cache.get_seq_length() == width - 1
+    seen_rows = []
+    # a hook, not a wrapped forward: generate() inspects forward's signature and would take another path
+    hook = tiny_model.register_forward_pre_hook(
+        lambda module, args, kwargs: seen_rows.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True
+    )
+    try:
+        shared = constrained_beam_search(tiny_model, tokenizer, PROMPTS, trie, num_beams=BEAMS)
+        # one pass over the prompts (all but the last token), then one token per beam per step
+        assert seen_rows[0] == (len(PROMPTS), width - 1)
+        assert all(shape == (len(PROMPTS) * BEAMS, 1) for shape in seen_rows[1:])
+        monkeypatch.setattr(constrained, "_prefill_prompts", lambda *args: None)
+        seen_rows.clear()
+        plain = constrained_beam_search(tiny_model, tokenizer, PROMPTS, trie, num_beams=BEAMS)
+        assert seen_rows[0] == (len(PROMPTS) * BEAMS, width)
+    finally:
+        hook.remove()
+    assert_same_beams(shared, plain, atol=1e-4)
+    assert_same_beams(beams, shared, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", ["catalog", "wide_node", "fewer_titles"])
+def test_recorded_scores_equal_hf_beam_scores(tokenizer, tiny_model, shape):
+    # generate_beams sums the edge scores the processor recorded instead of asking HF for output_scores (a rows x
+    # vocab copy per step); both must agree for every valid returned row, on the block and the flat gather paths.
+    eos = tokenizer.eos_token_id
+    ids = tokenize_prompts(tokenizer, PROMPTS, trie_for(tokenizer))
+    if shape == "catalog":
+        trie = trie_for(tokenizer)
+    elif shape == "wide_node":  # one node with 60 children next to single-child paths: the flat path
+        a, b, c = ids[0][-3:]
+        seqs = [[a, t, eos] for t in range(10, 70)] + [[b, c, a, eos], [c, b, eos], [b, b, b, b, eos]]
+        trie = ItemTrie(seqs, eos_token_id=eos, vocab_size=len(tokenizer), prompt_suffix=None)
+    else:
+        trie = trie_for(tokenizer, ItemCatalog.from_titles(["Red Ball", "Blue Car", "Red Ball Pit"]))
+    width = max(len(i) for i in ids)
+    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
+    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+    processor = TrieLogitsProcessor(trie, num_beams=8, record_scores=True)
+    out = tiny_model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        num_beams=8,
+        num_return_sequences=8,
+        do_sample=False,
+        length_penalty=0.0,
+        max_new_tokens=trie.max_length,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+        logits_processor=LogitsProcessorList([processor]),
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    completions = out.sequences[:, width:]
+    recorded = processor.sequence_scores(completions, 8)
+    hf = out.sequences_scores
+    valid = hf > INVALID_SCORE
+    assert valid.sum() >= (9 if shape == "fewer_titles" else len(PROMPTS) * 8)
+    assert torch.allclose(recorded[valid], hf[valid], rtol=1e-6, atol=1e-5)
+    for row, score in zip(completions.tolist(), recorded.tolist()):
+        leaf = trie.walk(row[: row.index(eos) + 1]) if eos in row else -1
+        assert (score > float("-inf")) == (leaf >= 0 and trie.node_title[leaf] >= 0)
+    # generate_beams: the same scores, surplus rows (repeats of a better row) flagged, nothing rows x vocab kept
+    completion_ids, scores = generate_beams(
+        tiny_model, input_ids, attention_mask, trie, num_beams=8, pad_token_id=tokenizer.pad_token_id
+    )
+    assert torch.equal(completion_ids, completions)
+    assert torch.allclose(scores[valid], hf[valid], rtol=1e-6, atol=1e-5)
+    assert (scores > INVALID_SCORE).sum() == valid.sum()
+
+
 def test_pad_token_equal_to_eos(tokenizer, tiny_model, beams):
     # Qwen pads with EOS. Our BPE tokenizer does so by default; for the others, drop the pad token, which makes
     # constrained_beam_search pad with EOS. Left padding is masked out, so the beams must not change.

@@ -45,10 +45,16 @@ class TrieLogitsProcessor(LogitsProcessor):
     ```
     """
 
-    def __init__(self, trie: ItemTrie, num_beams: int = 1, reuse_output: bool | None = None):
+    def __init__(
+        self, trie: ItemTrie, num_beams: int = 1, reuse_output: bool | None = None, record_scores: bool = False
+    ):
         self.trie = trie
         self.num_beams = num_beams
         self.reuse_output = num_beams > 1 if reuse_output is None else reuse_output
+        self.record_scores = record_scores
+        # record_scores: per step, the (prompt * num_nodes + child node) key and the score of every allowed edge
+        self._edge_keys: list[torch.Tensor] = []
+        self._edge_scores: list[torch.Tensor] = []
         self.prompt_length: int | None = None
         self._state: torch.Tensor | None = None  # (rows,) trie node per row, -1 once a row left the trie
         self._prev: torch.Tensor | None = None  # previous step's generated tokens, (rows, t-1)
@@ -107,6 +113,8 @@ class TrieLogitsProcessor(LogitsProcessor):
             idx = torch.minimum(torch.arange(width, device=device), (take - 1).unsqueeze(1)) + first.unsqueeze(1)
             tokens = torch.where(live.unsqueeze(1), arrays["node_token"][idx.clamp_(max=last_node)], eos)
             values = scores.gather(1, tokens)
+            if self.record_scores:
+                self._record(idx, values, live.unsqueeze(1).expand_as(idx), rows)
             out = self._blank_output(scores)
             self._written = (tokens, None)
             return out.scatter_(1, tokens, values)
@@ -117,10 +125,63 @@ class TrieLogitsProcessor(LogitsProcessor):
         tokens = torch.where(live[row], arrays["node_token"][child.clamp_(max=last_node)], eos)
         flat = row * vocab + tokens
         values = scores.reshape(-1)[flat]
+        if self.record_scores:
+            self._record(child, values, live[row], rows, row)
         out = self._blank_output(scores)
         self._written = (None, flat)
         out.view(-1)[flat] = values
         return out
+
+    def _record(self, child, values, keep, rows, row=None) -> None:
+        # A node has one depth and one prefix, so (prompt, child node) names an edge once for the whole search, and
+        # a title's score is the sum over its path; nothing rows x vocab is kept (HF's output_scores keeps one per
+        # step). Duplicate keys (beams that share a prefix at the first step) carry equal scores.
+        beams = self.num_beams if rows % self.num_beams == 0 else 1
+        if row is None:
+            row = torch.arange(rows, device=child.device).unsqueeze(1).expand_as(child)
+        keys = (row // beams) * self.trie.num_nodes + child
+        self._edge_keys.append(keys[keep])
+        self._edge_scores.append(values[keep])
+
+    def sequence_scores(self, completion_ids: torch.Tensor, rows_per_prompt: int) -> torch.Tensor:
+        """Scores of finished generations from the edge scores recorded during the search (`record_scores=True`).
+
+        `completion_ids` holds `rows_per_prompt` rows per prompt, in prompt order (as `generate` returns them). Each
+        row's score is the sum of the processed log-probs along its trie path up to and including EOS, added in
+        decoding order in float32 as HF adds them, so it equals HF's beam score. Rows that are not a complete title,
+        or that use an edge the search never scored, get -inf."""
+        if not self.record_scores:
+            raise RuntimeError("create the processor with record_scores=True to get sequence scores")
+        device = completion_ids.device
+        rows, steps = completion_ids.shape
+        arrays = self.trie.device_arrays(device)
+        edge_keys = arrays["edge_keys"]
+        if self._edge_keys:
+            keys = torch.cat(self._edge_keys)
+            values = torch.cat(self._edge_scores).float()
+            keys, order = torch.sort(keys)
+            values = values[order]
+        else:
+            keys = torch.zeros(0, dtype=torch.long, device=device)
+            values = torch.zeros(0, device=device)
+        if keys.numel() == 0 or edge_keys.numel() == 0:
+            return torch.full((rows,), float("-inf"), device=device)
+        prompt = torch.arange(rows, device=device) // rows_per_prompt
+        node = torch.zeros(rows, dtype=torch.long, device=device)
+        score = torch.zeros(rows, dtype=torch.float32, device=device)
+        walking = torch.ones(rows, dtype=torch.bool, device=device)
+        for t in range(steps):
+            # the walk stops at the first token that is not a scored trie edge: EOS's padding, or a row off the trie
+            edge = node * self.trie.vocab_size + completion_ids[:, t]
+            pos = torch.searchsorted(edge_keys, edge).clamp(max=edge_keys.numel() - 1)
+            child = pos + 1
+            key = prompt * self.trie.num_nodes + child
+            at = torch.searchsorted(keys, key).clamp(max=keys.numel() - 1)
+            walking &= (edge_keys[pos] == edge) & (keys[at] == key)
+            score = torch.where(walking, score + values[at], score)
+            node = torch.where(walking, child, node)
+        complete = arrays["node_title"][node] >= 0
+        return torch.where(complete, score, torch.full_like(score, float("-inf")))
 
     def _blank_output(self, scores: torch.Tensor) -> torch.Tensor:
         """A contiguous all -inf tensor shaped like `scores`, for the allowed scores (already read) to be written into.
@@ -256,6 +317,40 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], trie: ItemTrie | None = 
 
 
 @torch.no_grad()
+def _prefill_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tensor, num_beams: int):
+    """Runs each prompt but its last token once and repeats the KV cache for the beams, or returns None.
+
+    HF beam search copies every prompt `num_beams` times before its first forward pass, so the prompt (usually much
+    longer than a title) would be encoded G times; encoding it once halves ReRe's generation time. The last token is
+    left for `generate`, which needs at least one new position to start from. Every process runs exactly one extra
+    forward, so ZeRO-3 ranks stay in lock-step.
+    """
+    config = getattr(model, "config", None)
+    if (
+        num_beams < 2
+        or input_ids.shape[1] < 2
+        or config is None
+        or getattr(config, "is_encoder_decoder", False)
+        # a model that asks generate() for a static/quantized cache would refuse one passed in
+        or getattr(getattr(model, "generation_config", None), "cache_implementation", None) is not None
+    ):
+        return None
+    # Same positions as generate() gives left-padded rows (padding positions are masked out anyway).
+    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    with torch.no_grad():
+        out = model(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention_mask[:, :-1],
+            position_ids=position_ids[:, :-1],
+            use_cache=True,
+        )
+    cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
+    if cache is None or not hasattr(cache, "batch_repeat_interleave"):
+        return None
+    cache.batch_repeat_interleave(num_beams)
+    return cache
+
+
 def generate_beams(
     model,
     input_ids: torch.Tensor,
@@ -270,18 +365,29 @@ def generate_beams(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs one constrained `generate` call over a left-padded batch; returns `(completion_ids, scores)` with
     `num_return_sequences` rows per prompt, best first (rows `b * n + r`). Scores are the plain sums of token
-    log-probs; rows whose score is <= `INVALID_SCORE` are not valid titles."""
+    log-probs; rows whose score is <= `INVALID_SCORE` are not valid titles (or repeat a better row).
+
+    The scores come from the trie processor's record of the edges it scored, not from HF's `output_scores`, which
+    would keep a rows x vocabulary copy of the log-probs for every step of the search (about 240 MB per step for 8
+    prompts x 50 beams at Qwen's vocabulary)."""
     n = num_return_sequences or num_beams
     if n > num_beams:
         raise ValueError(f"num_return_sequences ({n}) cannot exceed num_beams ({num_beams})")
     prompt_length = input_ids.shape[1]
     kwargs = {}
+    processor = None
     if use_prefix_fn:
         kwargs["prefix_allowed_tokens_fn"] = make_prefix_allowed_tokens_fn(trie, prompt_length)
+        # HF's own scores: one rows x vocab copy per step, kept to the end (fine for this reference path)
+        kwargs["output_scores"] = True
     else:
-        kwargs["logits_processor"] = LogitsProcessorList([TrieLogitsProcessor(trie, num_beams=num_beams)])
+        processor = TrieLogitsProcessor(trie, num_beams=num_beams, record_scores=True)
+        kwargs["logits_processor"] = LogitsProcessorList([processor])
     if synced_gpus is not None:
         kwargs["synced_gpus"] = synced_gpus
+    cache = _prefill_prompts(model, input_ids, attention_mask, num_beams)
+    if cache is not None:
+        kwargs["cache"] = cache
     eos = trie.eos_token_id
     out = model.generate(
         input_ids=input_ids,
@@ -296,7 +402,6 @@ def generate_beams(
         min_new_tokens=0,
         eos_token_id=eos,
         pad_token_id=pad_token_id if pad_token_id is not None else eos,
-        output_scores=True,
         return_dict_in_generate=True,
         # Keep user generation_config sampling knobs (top_k, temperature...) from touching the beam scores.
         temperature=None,
@@ -305,7 +410,21 @@ def generate_beams(
         repetition_penalty=None,
         **kwargs,
     )
-    return out.sequences[:, prompt_length:], out.sequences_scores.float()
+    completion_ids = out.sequences[:, prompt_length:]
+    if processor is None:
+        return completion_ids, out.sequences_scores.float()
+    scores = processor.sequence_scores(completion_ids, n)
+    # When a prompt has fewer titles than beams, HF fills the surplus rows from placeholder beams, which may repeat
+    # a real beam's tokens (HF scores them near -1e9); flag every repeat after its first, best-ranked occurrence.
+    rows, width = completion_ids.shape
+    seq = completion_ids
+    if trie.eos_token_id is not None:  # compare titles, not what follows their EOS (padding or more EOS)
+        after_eos = (seq == trie.eos_token_id).long().cumsum(-1) - (seq == trie.eos_token_id).long() > 0
+        seq = seq.masked_fill(after_eos, -1)
+    seq = seq.view(rows // n, n, width)
+    repeat = (seq.unsqueeze(2) == seq.unsqueeze(1)).all(-1) & torch.ones(n, n, dtype=torch.bool, device=seq.device).tril(-1)
+    scores = scores.masked_fill(repeat.any(-1).view(-1), float("-inf"))
+    return completion_ids, scores
 
 
 def _cut_after_eos(ids: list[int], eos: int | None) -> list[int]:
