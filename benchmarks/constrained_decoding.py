@@ -599,8 +599,8 @@ def main() -> None:
              "for each other and a step can take 4x longer",
     )
     parser.add_argument("--output-scores", action="store_true",
-                        help="pass output_scores=True as generate_beams does (adds one rows x vocab copy per step "
-                             "to every method)")
+                        help="pass output_scores=True (adds one rows x vocab copy per step to every method; "
+                             "generate_beams no longer does, it sums the processor's recorded edge scores)")
     parser.add_argument("--dict-1m", action="store_true",
                         help="also decode with the nested-dict trie (c) on the 1M catalog (needs several GB)")
     parser.add_argument("--no-write", action="store_true", help="print only, do not touch RESULTS.md")

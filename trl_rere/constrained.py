@@ -35,6 +35,10 @@ class TrieLogitsProcessor(LogitsProcessor):
     HF beam search keeps only copies. With `reuse_output=False` (the default for `num_beams=1`: sampling with
     `output_scores=True` stores the processed scores without copying them) every input is masked in place.
 
+    With `record_scores=True` it also keeps, for every row, the scores of the tokens it allowed (a few per row, not
+    the vocabulary), from which `sequence_scores` gives each finished title's beam score without HF's
+    `output_scores`.
+
     Create one processor per `generate` call: it learns the prompt length and beam layout on its first call.
 
     Example:
