@@ -290,7 +290,7 @@ def main() -> None:
         f"- Batch: {opts.prompts} prompts x G={opts.G} = {opts.prompts * opts.G} completions per step, one "
         f"optimizer step per generation, max completion length {trie.max_length} (= the trie's longest title "
         f"completion, EOS included); beta 1e-3 (reference forward pass), loss 'grpo', lr 1e-5, grad clip 0.3.",
-        "- ReRe: one constrained beam search of G beams per prompt (length_penalty 0). GRPO: TRL's transformers "
+        "- ReRe: one constrained beam search of G beams per prompt (length_penalty 0; each prompt encoded once, its KV cache repeated for the G beams). GRPO: TRL's transformers "
         "sampling (temperature 1.0), G rows per prompt, unconstrained. A random model rarely samples EOS, so GRPO "
         "completions run to the length limit while ReRe's are real titles (see 'mean completion tokens'); the loss "
         "runs over the batch padded to its longest completion, about the same width for both, so the "
