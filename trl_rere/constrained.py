@@ -341,13 +341,12 @@ def _prefill_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
         return None
     # Same positions as generate() gives left-padded rows (padding positions are masked out anyway).
     position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-    with torch.no_grad():
-        out = model(
-            input_ids=input_ids[:, :-1],
-            attention_mask=attention_mask[:, :-1],
-            position_ids=position_ids[:, :-1],
-            use_cache=True,
-        )
+    out = model(
+        input_ids=input_ids[:, :-1],
+        attention_mask=attention_mask[:, :-1],
+        position_ids=position_ids[:, :-1],
+        use_cache=True,
+    )
     cache = getattr(out, "cache", None) or getattr(out, "past_key_values", None)
     if cache is None or not hasattr(cache, "batch_repeat_interleave"):
         return None
@@ -355,6 +354,7 @@ def _prefill_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
     return cache
 
 
+@torch.no_grad()
 def generate_beams(
     model,
     input_ids: torch.Tensor,
@@ -426,7 +426,8 @@ def generate_beams(
         after_eos = (seq == trie.eos_token_id).long().cumsum(-1) - (seq == trie.eos_token_id).long() > 0
         seq = seq.masked_fill(after_eos, -1)
     seq = seq.view(rows // n, n, width)
-    repeat = (seq.unsqueeze(2) == seq.unsqueeze(1)).all(-1) & torch.ones(n, n, dtype=torch.bool, device=seq.device).tril(-1)
+    earlier = torch.ones(n, n, dtype=torch.bool, device=seq.device).tril(-1)
+    repeat = (seq.unsqueeze(2) == seq.unsqueeze(1)).all(-1) & earlier
     scores = scores.masked_fill(repeat.any(-1).view(-1), float("-inf"))
     return completion_ids, scores
 
