@@ -133,6 +133,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="~2-minute sanity run (tiny sizes, RESULTS.md untouched)")
     p.add_argument("--fresh", action="store_true", help="ignore cached results in work_dir")
     p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    p.add_argument("--results_section", default="repro_industrial",
+                   help="RESULTS.md section to (over)write, e.g. one per RL setting")
     a = p.parse_args(argv)
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
@@ -417,7 +419,10 @@ def main(argv=None):
     summary_path.write_text(json.dumps({k: [{"seed": r["seed"], "metrics": r["metrics"], "train_s": r["train_s"],
                                                "eval_s": r["eval_s"]} for r in v] for k, v in results.items()}, indent=1))
     if not a.no_results and a.eval_split == "report":
-        write_section("repro_industrial", "## Small-scale reproduction on Industrial_and_Scientific (`benchmarks/repro_industrial.py`)\n\n" + table)
+        title = "## Small-scale reproduction on Industrial_and_Scientific (`benchmarks/repro_industrial.py`)"
+        if a.results_section != "repro_industrial":
+            title += f": `{a.results_section}`"
+        write_section(a.results_section, f"{title}\n\nRL learning rate {a.rl_lr:g}.\n\n" + table)
         log(f"wrote {RESULTS}")
     log(f"total wall time {wall / 60:.1f} min")
 
