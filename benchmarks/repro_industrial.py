@@ -303,16 +303,14 @@ def main(argv=None):
     # -- data --------------------------------------------------------------------------------------------------
     try:
         template = DEFAULT_PROMPT_TEMPLATE if a.template == "default" else SHORT_TEMPLATE
-        catalog, ds = load_amazon(a.data_dir, CATEGORY, splits=("valid", "test"), max_history=a.max_history,
-                                  template=template)
-        if a.train_rows == "prefixes":
-            # the full histories (the files hold at most 10 items), to slide over
-            _, full = load_amazon(a.data_dir, CATEGORY, splits=("valid",), max_history=1000, template=template)
+        catalog, ds = load_amazon(a.data_dir, CATEGORY, splits=("test",), max_history=a.max_history, template=template)
+        # "prefixes" slides over the full valid histories (the files hold at most 10 items)
+        _, valid = load_amazon(a.data_dir, CATEGORY, splits=("valid",), template=template,
+                               max_history=1000 if a.train_rows == "prefixes" else a.max_history)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
-    train, test = ds["valid"], ds["test"]
-    if a.train_rows == "prefixes":
-        train = expand_prefixes(full["valid"], template, a.max_history)
+    test = ds["test"]
+    train = expand_prefixes(valid["valid"], template, a.max_history) if a.train_rows == "prefixes" else valid["valid"]
     if a.sft_max_examples:
         train = train.select(range(min(a.sft_max_examples, len(train))))
     eval_idx = eval_subset(test, a.eval_users, a.dev_users, a.eval_seed, a.eval_split)

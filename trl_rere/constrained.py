@@ -80,7 +80,7 @@ class TrieLogitsProcessor(LogitsProcessor):
         if steps == 1:
             parent_state = self._state
         else:
-            beams = self.num_beams if rows % self.num_beams == 0 else 1
+            beams = self._beams_per_prompt(rows)
             cur = generated[:, :-1].view(rows // beams, beams, 1, steps - 1)
             prev = self._prev.view(rows // beams, 1, beams, steps - 1)
             parent = (cur == prev).all(-1).to(torch.int8).argmax(-1)  # (batch, beams): a row with the same prefix
@@ -136,16 +136,20 @@ class TrieLogitsProcessor(LogitsProcessor):
         out.view(-1)[flat] = values
         return out
 
+    def _beams_per_prompt(self, rows: int) -> int:
+        # beam search passes prompts x beams rows; anything else (sampling) is one row per prompt
+        return self.num_beams if rows % self.num_beams == 0 else 1
+
     def _record(self, child, values, keep, rows, row=None) -> None:
         # A node has one depth and one prefix, so (prompt, child node) names an edge once for the whole search, and
         # a title's score is the sum over its path; nothing rows x vocab is kept (HF's output_scores keeps one per
-        # step). Duplicate keys (beams that share a prefix at the first step) carry equal scores.
-        beams = self.num_beams if rows % self.num_beams == 0 else 1
+        # step). Duplicate keys (beams that share a prefix at the first step, padding slots) carry equal scores.
+        # Entries of dead rows get key -1, which no lookup asks for: a boolean mask would cost a host sync per step.
         if row is None:
             row = torch.arange(rows, device=child.device).unsqueeze(1).expand_as(child)
-        keys = (row // beams) * self.trie.num_nodes + child
-        self._edge_keys.append(keys[keep])
-        self._edge_scores.append(values[keep])
+        keys = (row // self._beams_per_prompt(rows)) * self.trie.num_nodes + child
+        self._edge_keys.append(torch.where(keep, keys, -1).reshape(-1))
+        self._edge_scores.append(values.reshape(-1))
 
     def sequence_scores(self, completion_ids: torch.Tensor, rows_per_prompt: int) -> torch.Tensor:
         """Scores of finished generations from the edge scores recorded during the search (`record_scores=True`).
@@ -160,16 +164,10 @@ class TrieLogitsProcessor(LogitsProcessor):
         rows, steps = completion_ids.shape
         arrays = self.trie.device_arrays(device)
         edge_keys = arrays["edge_keys"]
-        if self._edge_keys:
-            keys = torch.cat(self._edge_keys)
-            values = torch.cat(self._edge_scores).float()
-            keys, order = torch.sort(keys)
-            values = values[order]
-        else:
-            keys = torch.zeros(0, dtype=torch.long, device=device)
-            values = torch.zeros(0, device=device)
-        if keys.numel() == 0 or edge_keys.numel() == 0:
+        if not self._edge_keys or edge_keys.numel() == 0:
             return torch.full((rows,), float("-inf"), device=device)
+        keys, order = torch.sort(torch.cat(self._edge_keys))
+        values = torch.cat(self._edge_scores).float()[order]
         prompt = torch.arange(rows, device=device) // rows_per_prompt
         node = torch.zeros(rows, dtype=torch.long, device=device)
         score = torch.zeros(rows, dtype=torch.float32, device=device)
