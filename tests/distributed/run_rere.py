@@ -61,6 +61,7 @@ NUM_GENERATIONS = 4
 PER_DEVICE_BATCH = 8  # 2 prompts x G=4 per rank per step
 WORLD = 2
 PROMPTS_PER_RANK = PER_DEVICE_BATCH // NUM_GENERATIONS
+EVAL_BEAMS = 6
 
 
 def make_prompt(history: list[str]) -> str:
@@ -197,6 +198,37 @@ def _sharding_evidence(trainer) -> dict:
     return info
 
 
+def _record_generate_call(gen_calls, generate_fn, model, input_ids, attention_mask, trie, **kwargs):
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    params = list(model.parameters())
+    full = [p.numel() == getattr(p, "ds_numel", p.numel()) and p.numel() > 0 for p in params]
+    forwards = [0]
+    # PeftModel.generate runs the base model's forward, not its own.
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    handle = inner.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
+    try:
+        completion_ids, scores = generate_fn(model, input_ids, attention_mask, trie, **kwargs)
+    finally:
+        handle.remove()
+    world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
+    gen_calls.append(
+        {
+            "function": generate_fn.__name__,
+            "prompt_width": int(input_ids.shape[1]),
+            "prompt_lengths": attention_mask.sum(1).tolist(),
+            "num_prompts": int(input_ids.shape[0]),
+            "generated_steps": int(completion_ids.shape[1]),
+            "beam_lengths": [int((row != kwargs.get("pad_token_id", -1)).sum()) for row in completion_ids],
+            "forward_calls": forwards[0],
+            "all_params_full_inside_generate": all(full),
+            # what transformers decides when synced_gpus is not passed (the forward counts show its effect)
+            "synced_gpus": bool(is_deepspeed_zero3_enabled() and world > 1),
+        }
+    )
+    return completion_ids, scores
+
+
 def _gathered_state_dict(trainer, stage: int) -> dict[str, torch.Tensor]:
     """Full fp32 weights at the end of training (collective under ZeRO-3: every rank must call it)."""
     module = trainer.accelerator.unwrap_model(trainer.model_wrapped)
@@ -224,38 +256,18 @@ def train(args) -> None:
 
     # -- record what every generate() call saw ---------------------------------------------------------------------
     gen_calls: list[dict] = []
-    original_generate_beams = rere_trainer_module.generate_beams
 
-    def recording_generate_beams(model, input_ids, attention_mask, trie, **kwargs):
-        from transformers.integrations import is_deepspeed_zero3_enabled
+    def recording(generate_fn):
+        """Wraps the trainer's group generator (beam search or trie sampling) to record each call."""
 
-        params = list(model.parameters())
-        full = [p.numel() == getattr(p, "ds_numel", p.numel()) and p.numel() > 0 for p in params]
-        forwards = [0]
-        # PeftModel.generate runs the base model's forward, not its own.
-        inner = model.get_base_model() if hasattr(model, "get_base_model") else model
-        handle = inner.register_forward_pre_hook(lambda *_: forwards.__setitem__(0, forwards[0] + 1))
-        try:
-            completion_ids, scores = original_generate_beams(model, input_ids, attention_mask, trie, **kwargs)
-        finally:
-            handle.remove()
-        world = torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1
-        gen_calls.append(
-            {
-                "prompt_width": int(input_ids.shape[1]),
-                "prompt_lengths": attention_mask.sum(1).tolist(),
-                "num_prompts": int(input_ids.shape[0]),
-                "generated_steps": int(completion_ids.shape[1]),
-                "beam_lengths": [int((row != kwargs.get("pad_token_id", -1)).sum()) for row in completion_ids],
-                "forward_calls": forwards[0],
-                "all_params_full_inside_generate": all(full),
-                # what transformers decides when synced_gpus is not passed (the forward counts show its effect)
-                "synced_gpus": bool(is_deepspeed_zero3_enabled() and world > 1),
-            }
-        )
-        return completion_ids, scores
+        def recorded(model, input_ids, attention_mask, trie, **kwargs):
+            return _record_generate_call(gen_calls, generate_fn, model, input_ids, attention_mask, trie, **kwargs)
 
-    rere_trainer_module.generate_beams = recording_generate_beams
+        return recorded
+
+    rere_trainer_module.generate_beams = recording(rere_trainer_module.generate_beams)
+    rere_trainer_module.sample_from_trie = recording(rere_trainer_module.sample_from_trie)
+
 
     groups_seen: list[dict] = []
     catalog_titles = set(data["titles"])
@@ -304,6 +316,7 @@ def train(args) -> None:
         disable_tqdm=True,
         ds3_gather_for_generation=not args.no_ds3_gather,
         dataloader_num_workers=0,
+        sampling_strategy=args.strategy,
     )
 
     peft_config = None
@@ -349,6 +362,18 @@ def train(args) -> None:
     train_output = trainer.train(resume_from_checkpoint=args.resume)
 
     sharding_after = _sharding_evidence(trainer)
+    ranking_eval = None
+    if args.eval_rows:
+        # the trained (under ZeRO-3: still sharded) model, each rank a strided shard of the rows, as a user would
+        from trl_rere.evaluation import evaluate_ranking
+
+        eval_started = time.time()
+        metrics = evaluate_ranking(
+            trainer.model_wrapped, tokenizer, Dataset.from_list(data["train"][: args.eval_rows]),
+            trainer.trie, num_beams=EVAL_BEAMS, batch_size=2,
+            predictions_file=out / "eval_predictions.jsonl", accelerator=trainer.accelerator, show_progress=False,
+        )  # fmt: skip
+        ranking_eval = {"metrics": metrics, "seconds": round(time.time() - eval_started, 2)}
     weights = _gathered_state_dict(trainer, stage)
     digest = hashlib.sha256()
     for name in sorted(weights):
@@ -377,6 +402,8 @@ def train(args) -> None:
         "sharding_before_train": sharding_before,
         "sharding_after_train": sharding_after,
         "generate_calls": gen_calls,
+        "ranking_eval": ranking_eval,
+        "sampling_strategy": config.sampling_strategy,
         "groups": groups_seen,
         "log_history": trainer.state.log_history,
         "lr_trace": lr_trace,
@@ -413,6 +440,9 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--no-ds3-gather", action="store_true", help="ds3_gather_for_generation=False")
     t.add_argument("--dump-weights", action="store_true", help="rank 0 saves the gathered final weights")
+    t.add_argument("--strategy", choices=("beam", "sample", "dynamic"), default="beam", help="sampling_strategy")
+    t.add_argument("--eval-rows", type=int, default=0,
+                   help="after training, evaluate_ranking on the first N rows across the processes")
     args = parser.parse_args(argv)
     if args.command == "prepare":
         prepare(Path(args.assets))

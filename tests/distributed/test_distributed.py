@@ -37,6 +37,9 @@ METRIC_REL_TOL = 1e-4
 METRIC_ABS_TOL = 1e-6
 WEIGHT_ATOL = 2e-5
 RESUME_ATOL = 1e-6
+SAMPLING_STEPS = 2
+EVAL_ROWS = 5  # odd: rank 0 evaluates 3 rows, rank 1 two and a padding row
+EVAL_BEAMS = 6  # as run_rere.py evaluates
 
 # Logged per step and compared with the DDP baseline.
 COMPARED_METRICS = [
@@ -72,6 +75,15 @@ RUNS = {
         "deepspeed_zero3.yaml",
         ["--max-steps", str(STEPS), "--lora", "--no-ds3-gather", "--save-steps", str(STEPS), "--dump-weights"],
     ),
+    # the sampling ablations under ZeRO-3, then the ranking evaluation of the trained, still sharded model
+    **{
+        f"zero3_{strategy}": (
+            "deepspeed_zero3.yaml",
+            ["--max-steps", str(SAMPLING_STEPS), "--strategy", strategy, "--eval-rows", str(EVAL_ROWS),
+             "--dump-weights"],
+        )
+        for strategy in ("sample", "dynamic")
+    },
 }
 
 
@@ -348,3 +360,61 @@ def test_zero3_lora_without_gathering_matches_ddp_lora(ds_launch, assets):
     assert sorted(loaded) == sorted(gathered)
     for name in gathered:
         assert torch.equal(loaded[name], gathered[name]), name
+
+
+@pytest.mark.parametrize("strategy", ["sample", "dynamic"])
+def test_zero3_trie_sampling_and_ranking_eval(ds_launch, assets, strategy):
+    """The sampling ablations train under ZeRO-3 with ranks whose samples finish at different steps, and
+    `evaluate_ranking` of the sharded model across both processes equals a single-process evaluation of the same
+    weights."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trl_rere import ItemCatalog, ItemTrie
+    from trl_rere.evaluation import evaluate_ranking
+
+    z3 = run(ds_launch, f"zero3_{strategy}")
+    r0, r1 = z3.rank(0), z3.rank(1)
+    draws = G if strategy == "sample" else math.ceil(1.5 * G)  # dynamic_sampling_factor defaults to 1.5
+    for res in (r0, r1):
+        assert res["zero_stage"] == 3 and res["sampling_strategy"] == strategy
+        assert res["global_step"] == SAMPLING_STEPS
+        check_zero3_sharding(res, lora=False)
+        calls = res["generate_calls"]
+        assert [c["function"] for c in calls] == ["sample_from_trie"] * SAMPLING_STEPS
+        assert all(c["num_prompts"] == 2 and len(c["beam_lengths"]) == 2 * draws for c in calls), calls
+        for g in res["groups"]:
+            assert len(g["titles"]) == G and g["valid"], g
+        for step, h in step_logs(res).items():
+            assert h["rere/invalid_item_rate"] == 0.0, (step, h)
+            for key in ("loss", "grad_norm", "kl", "reward"):
+                assert math.isfinite(h[key]), (step, key, h[key])
+    for c0, c1 in zip(r0["generate_calls"], r1["generate_calls"]):
+        # the ranks' samples end at different steps (mostly short titles on rank 1); under ZeRO-3 both keep
+        # stepping until the longest sample on either rank is done
+        assert c0["synced_gpus"] and c0["forward_calls"] == c1["forward_calls"], (c0, c1)
+        assert c0["forward_calls"] >= max(c0["beam_lengths"] + c1["beam_lengths"]), (c0, c1)
+    assert r0["weights_sha256"] == r1["weights_sha256"]
+
+    # ranking evaluation of the trained model while it is still sharded across the two processes
+    e0, e1 = r0["ranking_eval"], r1["ranking_eval"]
+    assert e0["metrics"] == e1["metrics"] and e0["metrics"]["num_examples"] == EVAL_ROWS
+    sharded = [json.loads(line) for line in (z3.out / "eval_predictions.jsonl").read_text().splitlines()]
+    assert [p["index"] for p in sharded] == list(range(EVAL_ROWS))
+
+    tokenizer = AutoTokenizer.from_pretrained(assets)
+    model = AutoModelForCausalLM.from_pretrained(assets, dtype=torch.float32)
+    trained = load_weights(z3)
+    with torch.no_grad():
+        named = dict(model.named_parameters())  # tied embeddings: lm_head is not a parameter of its own
+        assert sorted(named) == sorted(trained)
+        for name, param in named.items():
+            param.copy_(trained[name])
+    data = json.loads((Path(assets) / "data.json").read_text())
+    trie = ItemTrie.from_catalog(ItemCatalog.from_titles(data["titles"]), tokenizer)
+    single_file = z3.out / "single_process_predictions.jsonl"
+    single = evaluate_ranking(model, tokenizer, data["train"][:EVAL_ROWS], trie, num_beams=EVAL_BEAMS, batch_size=2,
+                              predictions_file=single_file, show_progress=False)
+    assert single == e0["metrics"]
+    for a, b in zip(sharded, (json.loads(line) for line in single_file.read_text().splitlines())):
+        assert a["predictions"] == b["predictions"] and a["target_rank"] == b["target_rank"], (a, b)
+        assert a["scores"] == pytest.approx(b["scores"], abs=1e-4)
