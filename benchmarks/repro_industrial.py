@@ -4,8 +4,13 @@ Pipeline (every row starts from the same SFT checkpoint and gets the same RL bud
 
   tokenizer  byte-level BPE trained locally on the catalog titles and the SFT prompts
   model      a small Qwen2-style causal LM initialised from scratch (`trl_rere.testing.tiny_causal_lm`)
-  SFT        completion-only loss (the objective of TRL's `SFTTrainer`, as a lean CPU loop) on the Industrial **valid** split's sequences (every history prefix -> next item), prompt -> '"{title}"\\n' + EOS, completion-only loss
+  data       every (history prefix -> next item) pair of the Industrial **valid** split's sequences; a seeded random
+             15% of them is held out of SFT as the RL prompt pool (`--rl_pool sft`: RL on the SFT pairs, as the paper)
+  SFT        completion-only loss (the objective of TRL's `SFTTrainer`, as a lean CPU loop), prompt ->
+             '"{title}"\\n' + EOS; the pool's completion loss is logged after every epoch
   rows       1. SFT only
+             1b. control: the SFT loss on as many pool prompts, with the RL rows' optimiser budget (tells a gain from
+                 the pool's extra data apart from a gain from RL)
              2. SFT + GRPO, trie-constrained temperature sampling (sampling_strategy="sample"), rule reward
              3. SFT + ReRe sampling (constrained beam search, G distinct items), rule reward only
              4. SFT + ReRe: beam search, rule + ranking reward (the method)
@@ -14,17 +19,19 @@ Pipeline (every row starts from the same SFT checkpoint and gets the same RL bud
              beam search with 50 beams, HR@K / NDCG@K for K in 1,3,5,10,20,50; NDCG@10 with its standard error and
              the paired standard error of each row's difference to SFT (same users, so differences are paired)
 
-RL prompts are drawn from the valid split (the SFT data), as the paper trains RL on its training data.
+Why a held-out RL pool: the paper trains RL on its SFT data, but a 2M-parameter model trained from scratch memorises
+its SFT pairs (the loss drops at every epoch boundary), and RL on them taught it to trust that memory: ranking on
+training prompts improved while test ranking fell (RESULTS.md, runs with `--rl_pool sft`).
 
 Tuning is done on a *dev* subset of test users disjoint from the reported subset (`--eval_split dev`), so the
 reported users are never used to choose a setting.
 
-The defaults are sized for 2 CPU cores: a 2.1M-parameter model, 3 SFT epochs over the valid split's 21k (history
-prefix -> next item) pairs, 40 RL steps of 8 prompts x G=16, a 500-user evaluation subset, a short prompt (the
+The defaults are sized for 2 CPU cores: a 2.1M-parameter model, 2 SFT epochs over 18k of the valid split's 21k
+(history prefix -> next item) pairs, 60 RL steps of 8 prompts x G=16, a 500-user evaluation subset, a short prompt (the
 authors' history line without the instruction preamble) with max_history 2. Widen them (--template default
 --max_history 10 --hidden 256 --sft_epochs 10 --eval_users 0 ...) where compute allows.
 
-Run:  python benchmarks/repro_industrial.py                 (full run: about an hour on 2 CPU cores, SFT 22 min)
+Run:  python benchmarks/repro_industrial.py                 (full run: see the wall time in RESULTS.md)
       python benchmarks/repro_industrial.py --quick         (tiny sanity run, a few minutes; RESULTS.md is not touched)
 Intermediate results (tokenizer, SFT checkpoint, one JSON per row and seed) go to benchmarks/_work/ so an
 interrupted run resumes where it stopped (pass --fresh to recompute). The final table is printed and written to
@@ -79,6 +86,7 @@ SHORT_TEMPLATE = "The user has palyed the following {category}s before: {history
 # name -> (label, sampling_strategy, rewards)
 ROWS = {
     "sft": ("1. SFT only", None, None),
+    "sft_ce": ("1b. SFT + cross-entropy on the RL prompts (control)", "ce", None),
     "grpo_sample": ("2. SFT + GRPO, trie-constrained sampling, rule reward", "sample", ["rule"]),
     "beam_rule": ("3. SFT + ReRe sampling (beam), rule reward", "beam", ["rule"]),
     "rere": ("4. SFT + ReRe (beam, rule + ranking)", "beam", ["rule", "ranking"]),
@@ -94,7 +102,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"), help="folder with (amazon/)info, valid, test")
     p.add_argument("--work_dir", default=str(REPO / "benchmarks" / "_work"))
-    p.add_argument("--rows", default="sft,grpo_sample,beam_rule,rere", help=f"comma list of {','.join(ROWS)}")
+    p.add_argument("--rows", default="sft,sft_ce,grpo_sample,beam_rule,rere", help=f"comma list of {','.join(ROWS)}")
     p.add_argument("--seeds", default="0", help="RL seeds (comma list); the SFT checkpoint is shared")
     p.add_argument("--sft_seed", type=int, default=0)
     # data / tokenizer / model
@@ -110,12 +118,16 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=512)
     # SFT
-    p.add_argument("--sft_epochs", type=float, default=3.0)
+    p.add_argument("--sft_epochs", type=float, default=2.0)
     p.add_argument("--sft_lr", type=float, default=2e-3)
     p.add_argument("--sft_batch", type=int, default=64)
     p.add_argument("--sft_max_examples", type=int, default=None, help="train SFT on the first N valid rows only")
+    p.add_argument("--rl_pool", choices=("heldout", "sft"), default="heldout",
+                   help="where RL prompts come from: 'heldout' = a random --heldout_frac of the train pairs that SFT "
+                        "does not train on; 'sft' = the SFT pairs themselves (the paper's setup)")
+    p.add_argument("--heldout_frac", type=float, default=0.15)
     # RL
-    p.add_argument("--rl_steps", type=int, default=40)
+    p.add_argument("--rl_steps", type=int, default=60)
     p.add_argument("--prompts_per_step", type=int, default=8)
     p.add_argument("--G", type=int, default=16)
     p.add_argument("--rl_lr", type=float, default=1e-4)
@@ -174,32 +186,75 @@ def expand_prefixes(valid, template: str, max_history: int, seed: int = 42):
     return Dataset.from_dict(rows)
 
 
-def lean_sft(model, tok, train, a) -> tuple[int, list]:
-    """Supervised fine-tuning on prompt -> '"{title}"\\n' + EOS with the loss on the completion only.
-
-    The objective of TRL's `SFTTrainer` with `completion_only_loss=True`, written as a plain loop because on a CPU
-    that trainer costs about 3x more per step here: it computes full-vocabulary logits (and their entropy) at every
-    prompt position, while this loop applies the LM head only where a completion token is predicted. Batches hold
-    examples of similar length (titles run from a few to ~70 tokens), in a seeded random order.
-    """
-    from transformers import get_cosine_schedule_with_warmup
-
+def encode_examples(tok, data) -> list[tuple[list[int], int]]:
+    """(prompt + '"{title}"\\n' + EOS token ids, prompt length) per row: what the SFT loss is computed on."""
     examples = []
-    for prompt, target in zip(train["prompt"], train["target"]):
+    for prompt, target in zip(data["prompt"], data["target"]):
         p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
         full = tok(prompt + f'"{target}"\n', add_special_tokens=False)["input_ids"]
         if full[: len(p_ids)] != p_ids:
             raise ValueError(f"prompt/completion boundary is unstable for {prompt[-40:]!r}")
         examples.append((full + [tok.eos_token_id], len(p_ids)))
-    rng = random.Random(a.sft_seed)
-    B = a.sft_batch
+    return examples
+
+
+def completion_loss(model, examples, batch, pad: int) -> torch.Tensor:
+    """Mean cross-entropy over the completion tokens of `examples[i] for i in batch`; the LM head is applied only
+    where a completion token is predicted."""
+    width = max(len(examples[i][0]) for i in batch)
+    ids = torch.full((len(batch), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    sel_rows, sel_pos, labels = [], [], []
+    for r, i in enumerate(batch):
+        seq, plen = examples[i]
+        ids[r, : len(seq)] = torch.tensor(seq)
+        mask[r, : len(seq)] = 1
+        for j in range(plen, len(seq)):  # hidden state at j-1 predicts token j
+            sel_rows.append(r)
+            sel_pos.append(j - 1)
+            labels.append(seq[j])
+    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
+    logits = model.lm_head(hidden[torch.tensor(sel_rows), torch.tensor(sel_pos)])
+    return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(labels))
+
+
+@torch.no_grad()
+def heldout_loss(model, examples, pad: int, batch_size: int = 64) -> float:
+    was_training = model.training
+    model.eval()
+    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
+    total, n = 0.0, 0
+    for k in range(0, len(order), batch_size):
+        batch = order[k : k + batch_size]
+        tokens = sum(len(examples[i][0]) - examples[i][1] for i in batch)
+        total += completion_loss(model, examples, batch, pad).item() * tokens
+        n += tokens
+    model.train(was_training)
+    return total / n
+
+
+def lean_sft(model, tok, examples, *, epochs: float, lr: float, batch_size: int, seed: int, warmup: float = 0.05,
+             weight_decay: float = 0.01, max_grad_norm: float = 1.0, heldout=None,
+             log_every: int = 50) -> tuple[int, list, list]:
+    """Supervised fine-tuning on prompt -> '"{title}"\\n' + EOS with the loss on the completion only.
+
+    The objective of TRL's `SFTTrainer` with `completion_only_loss=True`, written as a plain loop because on a CPU
+    that trainer costs about 3x more per step here: it computes full-vocabulary logits (and their entropy) at every
+    prompt position, while this loop applies the LM head only where a completion token is predicted. Batches hold
+    examples of similar length (titles run from a few to ~70 tokens), in a seeded random order. With `heldout`
+    (encoded examples the model does not train on), their completion loss is measured at the end of every epoch.
+    """
+    from transformers import get_cosine_schedule_with_warmup
+
+    rng = random.Random(seed)
+    B = batch_size
     per_epoch = math.ceil(len(examples) / B)
-    total = max(1, int(per_epoch * a.sft_epochs))
-    opt = torch.optim.AdamW(model.parameters(), lr=a.sft_lr, weight_decay=0.01)
-    sched = get_cosine_schedule_with_warmup(opt, max(1, int(0.05 * total)), total)
+    total = max(1, int(per_epoch * epochs))
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = get_cosine_schedule_with_warmup(opt, math.ceil(warmup * total), total)  # ceil, as TRL's warmup_ratio
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model.train()
-    losses, window, step = [], [], 0
+    losses, heldout_curve, window, step = [], [], [], 0
     while step < total:
         order = list(range(len(examples)))
         rng.shuffle(order)
@@ -211,34 +266,50 @@ def lean_sft(model, tok, train, a) -> tuple[int, list]:
         for batch in batches:
             if step >= total:
                 break
-            width = max(len(examples[i][0]) for i in batch)
-            ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            sel_rows, sel_pos, labels = [], [], []
-            for r, i in enumerate(batch):
-                seq, plen = examples[i]
-                ids[r, : len(seq)] = torch.tensor(seq)
-                mask[r, : len(seq)] = 1
-                for j in range(plen, len(seq)):  # hidden state at j-1 predicts token j
-                    sel_rows.append(r)
-                    sel_pos.append(j - 1)
-                    labels.append(seq[j])
-            hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-            logits = model.lm_head(hidden[torch.tensor(sel_rows), torch.tensor(sel_pos)])
-            loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor(labels))
+            loss = completion_loss(model, examples, batch, pad)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
             opt.step()
             sched.step()
             opt.zero_grad(set_to_none=True)
             step += 1
             window.append(loss.item())
-            if step % 50 == 0 or step == total:
+            if step % log_every == 0 or step == total:
                 losses.append((step, round(statistics.fmean(window), 4)))
                 window = []
                 log(f"  SFT step {step}/{total} loss {losses[-1][1]}")
+        if heldout:
+            heldout_curve.append((round(step / per_epoch, 2), round(heldout_loss(model, heldout, pad), 4)))
+            log(f"  SFT epoch {heldout_curve[-1][0]}: held-out completion loss {heldout_curve[-1][1]}")
     model.eval()
-    return step, losses
+    return step, losses, heldout_curve
+
+
+def split_rl_pool(train, frac: float, seed: int = 0):
+    """(SFT pairs, RL prompt pool): a seeded random `frac` of the pairs is held out of SFT for RL.
+
+    RL on pairs the SFT model has trained on for several epochs mostly teaches it to trust what it memorised (in-sample
+    ranking improves, held-out ranking does not); a held-out pool gives RL prompts that look like test prompts.
+    """
+    order = list(range(len(train)))
+    random.Random(seed).shuffle(order)
+    n_pool = round(frac * len(train))
+    if not 0 < n_pool < len(train):
+        raise SystemExit(f"--heldout_frac {frac} leaves no SFT or no RL pairs out of {len(train)}")
+    return train.select(sorted(order[n_pool:])), train.select(sorted(order[:n_pool]))
+
+
+def cpu_compact_logprobs() -> None:
+    """Score only completion positions in TRL's fused log-prob head on CPU as well (the values are identical).
+
+    TRL 1.16 scores only the valid (completion) positions where Triton runs, and every position elsewhere, so that
+    devices that compile per shape see one shape. On a CPU that means computing full-vocabulary log-probs for every
+    prompt token of every completion, half of an RL step here; GRPO and ReRe rows both get this shim.
+    """
+    import trl.trainer.utils as trl_utils
+
+    if hasattr(trl_utils, "_use_triton"):
+        trl_utils._use_triton = lambda device: True  # only decides compaction; the kernels keep their own check
 
 
 def _key(d: dict) -> str:
@@ -313,14 +384,18 @@ def main(argv=None):
     train = expand_prefixes(valid["valid"], template, a.max_history) if a.train_rows == "prefixes" else valid["valid"]
     if a.sft_max_examples:
         train = train.select(range(min(a.sft_max_examples, len(train))))
+    if a.rl_pool == "heldout":
+        train, rl_pool = split_rl_pool(train, a.heldout_frac)
+    else:
+        rl_pool = train
     eval_idx = eval_subset(test, a.eval_users, a.dev_users, a.eval_seed, a.eval_split)
     test_eval = test.select(eval_idx)
-    log(f"data: {len(train)} train (valid split) rows, {len(test_eval)} {a.eval_split} test users "
+    log(f"data: {len(train)} SFT rows (valid split), RL pool {len(rl_pool)} rows ({a.rl_pool}), {len(test_eval)} {a.eval_split} test users "
         f"of {len(test)}, catalog {catalog.num_items} items")
 
     # -- tokenizer ---------------------------------------------------------------------------------------------
     tok_cfg = {"vocab": a.vocab_size, "max_history": a.max_history, "n": len(train), "template": a.template,
-               "rows": a.train_rows}
+               "rows": a.train_rows, **({"pool": a.heldout_frac} if a.rl_pool == "heldout" else {})}
     tok_dir = work / f"tokenizer-{_key(tok_cfg)}"
     from transformers import PreTrainedTokenizerFast
     if (tok_dir / "tokenizer.json").exists() and not a.fresh:
@@ -350,13 +425,16 @@ def main(argv=None):
         n_params = sum(p.numel() for p in model.parameters())
         log(f"SFT: model {n_params / 1e6:.2f}M parameters (hidden {a.hidden}, {a.layers} layers, {a.heads} heads)")
         t0 = time.time()
-        steps, losses = lean_sft(model, tok, train, a)
+        heldout = encode_examples(tok, rl_pool.select(range(min(1000, len(rl_pool))))) if a.rl_pool == "heldout" else None
+        steps, losses, heldout_curve = lean_sft(model, tok, encode_examples(tok, train), epochs=a.sft_epochs,
+                                                lr=a.sft_lr, batch_size=a.sft_batch, seed=a.sft_seed, heldout=heldout)
         train_s = time.time() - t0
-        log(f"SFT: {steps} steps in {train_s:.0f}s; loss curve {losses}")
+        log(f"SFT: {steps} steps in {train_s:.0f}s; loss curve {losses}; held-out {heldout_curve}")
         model.config.use_cache = True
         model.save_pretrained(str(sft_dir))
         tok.save_pretrained(sft_dir)
-        sft_info = {"train_s": train_s, "steps": steps, "losses": losses, "params": n_params, "n_train": len(train)}
+        sft_info = {"train_s": train_s, "steps": steps, "losses": losses, "params": n_params, "n_train": len(train),
+                    "heldout_losses": heldout_curve}
         sft_info_path.write_text(json.dumps(sft_info))
         del model
 
@@ -365,6 +443,9 @@ def main(argv=None):
     eval_tag = f"{a.eval_split}{len(test_eval)}-{_key(eval_idx)}-b{a.eval_beams}"
     results: dict[str, list[dict]] = {}
     from transformers import AutoModelForCausalLM
+
+    cpu_compact_logprobs()
+    rl_max_grad_norm = ReReConfig(output_dir=str(work / "rl-tmp"), use_cpu=True).max_grad_norm
 
     for name in rows:
         label, strategy, rewards = ROWS[name]
@@ -383,6 +464,17 @@ def main(argv=None):
             if strategy is None:
                 model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
                 res = run_eval(model, tok, test_eval, trie, a, out_json, {"row": name, "seed": None, "train_s": 0.0})
+            elif strategy == "ce":
+                # the supervised counterpart of an RL row: as many pool prompts, as many steps of as many prompts, the
+                # RL rows' optimiser settings; tells a gain from the pool's extra data apart from a gain from RL
+                model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
+                picks = random.Random(seed).sample(range(len(rl_pool)), min(len(rl_pool), a.rl_steps * a.prompts_per_step))
+                t0 = time.time()
+                lean_sft(model, tok, encode_examples(tok, rl_pool.select(picks)), epochs=1.0, lr=a.rl_lr,
+                         batch_size=a.prompts_per_step, seed=seed, warmup=a.warmup_ratio, weight_decay=0.0,
+                         max_grad_norm=rl_max_grad_norm, log_every=max(1, a.rl_steps // 4))
+                res = run_eval(model, tok, test_eval, trie, a, out_json,
+                               {"row": name, "seed": seed, "train_s": time.time() - t0})
             else:
                 rl_args = ReReConfig(
                     output_dir=str(work / "rl-tmp"), per_device_train_batch_size=a.G * a.prompts_per_step,
@@ -392,7 +484,7 @@ def main(argv=None):
                     use_cpu=True, seed=seed, data_seed=seed, disable_tqdm=True, ranking_metrics_ks=[1, 5, 10],
                     dataloader_num_workers=0,
                 )
-                trainer = ReReTrainer(model=str(sft_dir), args=rl_args, train_dataset=train.select_columns(["prompt", "target"]),
+                trainer = ReReTrainer(model=str(sft_dir), args=rl_args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
                                       catalog=catalog, processing_class=tok)
                 t0 = time.time()
                 trainer.train()
@@ -429,7 +521,7 @@ def main(argv=None):
 def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     ks = DEFAULT_KS
     stage_s = sft_info["train_s"] + sum(r["train_s"] + r["eval_s"] for v in results.values() for r in v)
-    warmups = sorted({r.get("warmup_steps", 0) for v in results.values() for r in v if r["seed"] is not None})
+    warmups = sorted({r["warmup_steps"] for v in results.values() for r in v if "warmup_steps" in r})
     base_ranks = results["sft"][0]["ranks"] if "sft" in results else None
     base = results["sft"][0]["metrics"] if "sft" in results else None
     lines = []
@@ -487,11 +579,21 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
                               f"(first {q} steps) -> {statistics.fmean(tig[-q:]):.3f} (last {q}); group NDCG@10 "
                               f"{statistics.fmean(c['rere/NDCG@10'][:q]):.3f} -> {statistics.fmean(c['rere/NDCG@10'][-q:]):.3f}; "
                               f"distinct items/group {statistics.fmean(c['rere/distinct_items_per_group']):.1f}")
+    pairs = ("every (history prefix -> next item) pair of the **valid** split's sequences (from 4532 users; the authors "
+             "build their train split the same way; all these events precede the users' test targets)"
+             if a.train_rows == "prefixes" else "the **valid** split (4532 users)")
+    if a.rl_pool == "heldout":
+        pool = (f": a seeded random {a.heldout_frac:.0%} of the pairs is held out of SFT as the **RL prompt pool**, SFT "
+                f"trains on the other {sft_info.get('n_train')}; ")
+    else:
+        pool = f", {sft_info.get('n_train')} rows, used for SFT and as the RL prompt pool (the paper's setup); "
+    heldout = sft_info.get("heldout_losses")
+    heldout = "; held-out completion loss by epoch " + ", ".join(f"{e:g}: {v}" for e, v in heldout) if heldout else ""
+    control = (f"- Control (row 1b): the SFT loss on {a.rl_steps * a.prompts_per_step} random pool prompts, {a.rl_steps} "
+               f"steps of {a.prompts_per_step}, the RL rows' lr, schedule, clipping and weight decay (0).\n"
+               if "sft_ce" in rows else "")
     settings = (
-        f"- Data: Industrial_and_Scientific; SFT and RL prompts: "
-        + (f"every (history prefix -> next item) pair of the **valid** split's sequences ({sft_info.get('n_train')} rows "
-           f"from 4532 users; the authors build their train split the same way; all these events precede the users' "
-           f"test targets); " if a.train_rows == "prefixes" else f"the **valid** split ({sft_info.get('n_train', 4532)} users); ")
+        "- Data: Industrial_and_Scientific; " + pairs + pool
         + f"evaluation: a fixed random subset of **{n_users} test users** (seed {a.eval_seed}, the same for every row), "
         f"trie-constrained beam search with {a.eval_beams} beams (length_penalty 0). Prompt template '{a.template}'"
         f"{' (the authors history line + response header, no instruction preamble)' if a.template == 'short' else ''}, "
@@ -501,11 +603,14 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         f"tied embeddings, {sft_info['params'] / 1e6:.2f}M parameters, fp32.\n"
         f"- SFT: completion-only cross-entropy (TRL SFTTrainer's objective, as a lean loop: `lean_sft`), AdamW, {a.sft_epochs:g} epochs ({sft_info['steps']} steps), batch "
         f"{a.sft_batch}, lr {a.sft_lr:g} cosine (5% warmup), wd 0.01; {sft_info['train_s'] / 60:.1f} min. "
-        f"Loss {sft_info['losses'][0][1] if sft_info['losses'] else '?'} -> {sft_info['losses'][-1][1] if sft_info['losses'] else '?'}.\n"
+        f"Loss {sft_info['losses'][0][1] if sft_info['losses'] else '?'} -> {sft_info['losses'][-1][1] if sft_info['losses'] else '?'}"
+        + heldout + ".\n"
         f"- RL (rows 2-5, identical budget): ReReTrainer, {a.rl_steps} steps x {a.prompts_per_step} prompts x G={a.G} "
-        f"completions ({a.rl_steps * a.prompts_per_step} prompts from the valid split, same order for a given seed), lr "
+        f"completions ({a.rl_steps * a.prompts_per_step} prompts from the RL pool, same order for a given seed), lr "
         f"{a.rl_lr:g} cosine (warmup_ratio {a.warmup_ratio:g}: {'/'.join(map(str, warmups)) or '-'} warmup steps), beta {a.beta:g} (reference synced as in ReReConfig), "
-        f"max grad norm 0.3, temperature 1.0, loss 'grpo', one optimisation step per generation; RL seeds {a.seeds}.\n"
+        f"max grad norm 0.3, temperature 1.0, loss 'grpo', one optimisation step per generation; RL seeds {a.seeds}. "
+        f"TRL's fused log-prob head scores only completion positions on CPU too (`cpu_compact_logprobs`: same values, "
+        f"half the step time).\n" + control +
         f"- Cells are means over seeds (± half the range where there are several seeds). 'NDCG@10 ± SE' is the "
         f"standard error over users; 'paired SE of Δ' is the standard error of the per-user difference to SFT.\n"
         f"- Time: {stage_s / 60:.1f} min of training + evaluation (SFT, RL and ranking eval, summed over the stages; "
