@@ -7,7 +7,7 @@ Pipeline (every row starts from the same SFT checkpoint and gets the same RL bud
   data       every (history prefix -> next item) pair of the Industrial **valid** split's sequences; a seeded random
              15% of them is held out of SFT as the RL prompt pool (`--rl_pool sft`: RL on the SFT pairs, as the paper)
   SFT        completion-only loss (the objective of TRL's `SFTTrainer`, as a lean CPU loop), prompt ->
-             '"{title}"\\n' + EOS; the pool's completion loss is logged after every epoch
+             '"{title}"\\n' + EOS; the pool's completion loss after every epoch picks the epoch kept
   rows       1. SFT only
              1b. control: the SFT loss on as many pool prompts, with the RL rows' optimiser budget (tells a gain from
                  the pool's extra data apart from a gain from RL)
@@ -26,8 +26,8 @@ training prompts improved while test ranking fell (RESULTS.md, runs with `--rl_p
 Tuning is done on a *dev* subset of test users disjoint from the reported subset (`--eval_split dev`), so the
 reported users are never used to choose a setting.
 
-The defaults are sized for 2 CPU cores: a 2.1M-parameter model, 2 SFT epochs over 18k of the valid split's 21k
-(history prefix -> next item) pairs, 60 RL steps of 8 prompts x G=16, a 500-user evaluation subset, a short prompt (the
+The defaults are sized for 2 CPU cores: a 2.1M-parameter model, up to 5 SFT epochs (the best by the pool's loss is
+kept) over 18k of the valid split's 21k (history prefix -> next item) pairs, 60 RL steps of 8 prompts x G=16, a 500-user evaluation subset, a short prompt (the
 authors' history line without the instruction preamble) with max_history 2. Widen them (--template default
 --max_history 10 --hidden 256 --sft_epochs 10 --eval_users 0 ...) where compute allows.
 
@@ -118,7 +118,8 @@ def parse_args(argv=None):
     p.add_argument("--heads", type=int, default=4)
     p.add_argument("--intermediate", type=int, default=512)
     # SFT
-    p.add_argument("--sft_epochs", type=float, default=2.0)
+    p.add_argument("--sft_epochs", type=float, default=5.0,
+                   help="at most; with --rl_pool heldout the epoch with the lowest pool loss is kept")
     p.add_argument("--sft_lr", type=float, default=2e-3)
     p.add_argument("--sft_batch", type=int, default=64)
     p.add_argument("--sft_max_examples", type=int, default=None, help="train SFT on the first N valid rows only")
@@ -242,7 +243,8 @@ def lean_sft(model, tok, examples, *, epochs: float, lr: float, batch_size: int,
     that trainer costs about 3x more per step here: it computes full-vocabulary logits (and their entropy) at every
     prompt position, while this loop applies the LM head only where a completion token is predicted. Batches hold
     examples of similar length (titles run from a few to ~70 tokens), in a seeded random order. With `heldout`
-    (encoded examples the model does not train on), their completion loss is measured at the end of every epoch.
+    (encoded examples the model does not train on), their completion loss is measured at the end of every epoch and
+    the weights of the best epoch are kept (early stopping); the returned step count is that epoch's.
     """
     from transformers import get_cosine_schedule_with_warmup
 
@@ -254,7 +256,7 @@ def lean_sft(model, tok, examples, *, epochs: float, lr: float, batch_size: int,
     sched = get_cosine_schedule_with_warmup(opt, math.ceil(warmup * total), total)  # ceil, as TRL's warmup_ratio
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     model.train()
-    losses, heldout_curve, window, step = [], [], [], 0
+    losses, heldout_curve, window, step, best = [], [], [], 0, None
     while step < total:
         order = list(range(len(examples)))
         rng.shuffle(order)
@@ -279,10 +281,16 @@ def lean_sft(model, tok, examples, *, epochs: float, lr: float, batch_size: int,
                 window = []
                 log(f"  SFT step {step}/{total} loss {losses[-1][1]}")
         if heldout:
-            heldout_curve.append((round(step / per_epoch, 2), round(heldout_loss(model, heldout, pad), 4)))
+            value = heldout_loss(model, heldout, pad)
+            heldout_curve.append((round(step / per_epoch, 2), round(value, 4)))
             log(f"  SFT epoch {heldout_curve[-1][0]}: held-out completion loss {heldout_curve[-1][1]}")
+            if best is None or value < best[0]:
+                best = (value, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
+    if best is not None and best[1] != step:
+        model.load_state_dict(best[2])  # early stopping: the epoch with the lowest held-out loss
+        log(f"  SFT: keeping the weights of step {best[1]} (lowest held-out loss {best[0]:.4f})")
     model.eval()
-    return step, losses, heldout_curve
+    return (best[1] if best is not None else step), losses, heldout_curve
 
 
 def split_rl_pool(train, frac: float, seed: int = 0):
@@ -588,6 +596,8 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     else:
         pool = f", {sft_info.get('n_train')} rows, used for SFT and as the RL prompt pool (the paper's setup); "
     heldout = sft_info.get("heldout_losses")
+    kept = (f" (weights kept after {sft_info['steps']} steps: the epoch with the lowest held-out loss)" if heldout
+            else f" ({sft_info['steps']} steps)")
     heldout = "; held-out completion loss by epoch " + ", ".join(f"{e:g}: {v}" for e, v in heldout) if heldout else ""
     control = (f"- Control (row 1b): the SFT loss on {a.rl_steps * a.prompts_per_step} random pool prompts, {a.rl_steps} "
                f"steps of {a.prompts_per_step}, the RL rows' lr, schedule, clipping and weight decay (0).\n"
@@ -601,7 +611,7 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         f"- Tokenizer: byte-level BPE, {a.vocab_size} tokens, trained on the catalog titles and the SFT prompts.\n"
         f"- Model: Qwen2-style, from scratch, hidden {a.hidden}, {a.layers} layers, {a.heads} heads, MLP {a.intermediate}, "
         f"tied embeddings, {sft_info['params'] / 1e6:.2f}M parameters, fp32.\n"
-        f"- SFT: completion-only cross-entropy (TRL SFTTrainer's objective, as a lean loop: `lean_sft`), AdamW, {a.sft_epochs:g} epochs ({sft_info['steps']} steps), batch "
+        f"- SFT: completion-only cross-entropy (TRL SFTTrainer's objective, as a lean loop: `lean_sft`), AdamW, {a.sft_epochs:g} epochs{kept}, batch "
         f"{a.sft_batch}, lr {a.sft_lr:g} cosine (5% warmup), wd 0.01; {sft_info['train_s'] / 60:.1f} min. "
         f"Loss {sft_info['losses'][0][1] if sft_info['losses'] else '?'} -> {sft_info['losses'][-1][1] if sft_info['losses'] else '?'}"
         + heldout + ".\n"
