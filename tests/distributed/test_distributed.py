@@ -1,9 +1,11 @@
 """ReReTrainer under `accelerate launch` with 2 CPU processes: plain DDP, DeepSpeed ZeRO-2 and ZeRO-3, with and
-without LoRA; uneven prompts across ranks; ZeRO-3 checkpoints; resuming.
+without LoRA; uneven prompts across ranks; ZeRO-3 checkpoints; resuming; the sampling ablations and the sharded
+ranking evaluation under ZeRO-3.
 
-Run: `pytest tests/distributed -m distributed -x` (about 6 launches; see conftest.py for the fixtures).
+Run: `pytest tests/distributed -m distributed -x` (8 launches; see conftest.py for the fixtures).
 
-Every launch trains 4 steps of 2 prompts x G=4 beams per rank (tests/distributed/run_rere.py). Rank 0 always gets
+Every beam-search launch trains 4 steps of 2 prompts x G=4 beams per rank (tests/distributed/run_rere.py); the
+sampling launches train 2 steps and then evaluate 5 rows across both ranks. Rank 0 always gets
 users with long histories of long titles (~160-prompt tokens, beams of 20-35 tokens) and rank 1 users with one short
 title (~30 tokens, beams of 7-13 tokens), so the ranks' beam searches finish after different numbers of steps.
 
