@@ -454,7 +454,6 @@ def main(argv=None):
     from transformers import AutoModelForCausalLM
 
     cpu_compact_logprobs()
-    rl_max_grad_norm = ReReConfig(output_dir=str(work / "rl-tmp"), use_cpu=True).max_grad_norm
 
     for name in rows:
         label, strategy, rewards = ROWS[name]
@@ -481,7 +480,7 @@ def main(argv=None):
                 t0 = time.time()
                 lean_sft(model, tok, encode_examples(tok, rl_pool.select(picks)), epochs=1.0, lr=a.rl_lr,
                          batch_size=a.prompts_per_step, seed=seed, warmup=a.warmup_ratio, weight_decay=0.0,
-                         max_grad_norm=rl_max_grad_norm, log_every=max(1, a.rl_steps // 4))
+                         max_grad_norm=ReReConfig.max_grad_norm, log_every=max(1, a.rl_steps // 4))
                 res = run_eval(model, tok, test_eval, trie, a, out_json,
                                {"row": name, "seed": seed, "train_s": time.time() - t0})
             else:
@@ -540,6 +539,11 @@ def per_user_ndcg(runs, n_users: int) -> list[float]:
     return [statistics.fmean(ndcg_at(r["ranks"][u]) for r in runs) for u in range(n_users)]
 
 
+def paired_difference(mine: list[float], theirs: list[float]) -> tuple[float, float]:
+    """Mean per-user difference and its standard error (the same users in both rows, so differences are paired)."""
+    return mean_se([a - b for a, b in zip(mine, theirs)])
+
+
 def goal_checks(results, n_users: int) -> list[str]:
     """ReRe (row 4) against each other row: relative NDCG@10 difference, its paired standard error and the goal."""
     if "rere" not in results:
@@ -551,7 +555,7 @@ def goal_checks(results, n_users: int) -> list[str]:
             continue
         theirs = per_user_ndcg(results[other], n_users)
         base = statistics.fmean(theirs)
-        dm, dse = mean_se([a - b for a, b in zip(mine, theirs)])
+        dm, dse = paired_difference(mine, theirs)
         if base <= 0:
             continue
         rel, rel_se = dm / base, dse / base
@@ -568,7 +572,7 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     ks = DEFAULT_KS
     stage_s = sft_info["train_s"] + sum(r["train_s"] + r["eval_s"] for v in results.values() for r in v)
     warmups = sorted({r["warmup_steps"] for v in results.values() for r in v if "warmup_steps" in r})
-    base_ranks = results["sft"][0]["ranks"] if "sft" in results else None
+    base_ndcg = per_user_ndcg(results["sft"], n_users) if "sft" in results else None
     base = results["sft"][0]["metrics"] if "sft" in results else None
     lines = []
     head = "| row | seeds | " + " | ".join(f"HR@{k}" for k in ks) + " | " + " | ".join(f"NDCG@{k}" for k in ks)
@@ -588,9 +592,8 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         # standard error over users of NDCG@10 (of the seed-averaged per-user gain)
         per_user = per_user_ndcg(runs, n_users)
         m, se = mean_se(per_user)
-        if base_ranks is not None and name != "sft":
-            diff = [per_user[u] - ndcg_at(base_ranks[u]) for u in range(n_users)]
-            dm, dse = mean_se(diff)
+        if base_ndcg is not None and name != "sft":
+            dm, dse = paired_difference(per_user, base_ndcg)
             rel = f"{100 * dm / base['NDCG@10']:+.1f}%" if base["NDCG@10"] > 0 else "n/a"
             delta, dse_s = f"{dm:+.4f} ({rel})", f"{dse:.4f}"
         else:
@@ -634,10 +637,11 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
                 f"trains on the other {sft_info.get('n_train')}; ")
     else:
         pool = f", {sft_info.get('n_train')} rows, used for SFT and as the RL prompt pool (the paper's setup); "
-    heldout = sft_info.get("heldout_losses")
-    kept = (f" (weights kept after {sft_info['steps']} steps: the epoch with the lowest held-out loss)" if heldout
+    heldout_curve = sft_info.get("heldout_losses")
+    kept = (f" (weights kept after {sft_info['steps']} steps: the epoch with the lowest held-out loss)" if heldout_curve
             else f" ({sft_info['steps']} steps)")
-    heldout = "; held-out completion loss by epoch " + ", ".join(f"{e:g}: {v}" for e, v in heldout) if heldout else ""
+    heldout = ("; held-out completion loss by epoch " + ", ".join(f"{e:g}: {v}" for e, v in heldout_curve)
+               if heldout_curve else "")
     control = (f"- Control (row 1b): the SFT loss on {a.rl_steps * a.prompts_per_step} random pool prompts, {a.rl_steps} "
                f"steps of {a.prompts_per_step}, the RL rows' lr, schedule, clipping and weight decay (0).\n"
                if "sft_ce" in rows else "")
