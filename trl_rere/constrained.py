@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
+from .beam_cache import beam_search_cache
 from .trie import ItemTrie
 
 
@@ -364,6 +365,7 @@ def generate_beams(
     use_prefix_fn: bool = False,
     synced_gpus: bool | None = None,
     max_new_tokens: int | None = None,
+    shared_prompt_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs one constrained `generate` call over a left-padded batch; returns `(completion_ids, scores)` with
     `num_return_sequences` rows per prompt, best first (rows `b * n + r`). Scores are the plain sums of token
@@ -387,9 +389,10 @@ def generate_beams(
         kwargs["logits_processor"] = LogitsProcessorList([processor])
     if synced_gpus is not None:
         kwargs["synced_gpus"] = synced_gpus
+    max_new_tokens = max_new_tokens or trie.max_length
     cache = _prefill_prompts(model, input_ids, attention_mask, num_beams)
     if cache is not None:
-        kwargs["cache"] = cache
+        kwargs["cache"] = beam_search_cache(cache, max_new_tokens) if shared_prompt_cache else cache
     eos = trie.eos_token_id
     out = model.generate(
         input_ids=input_ids,
@@ -400,7 +403,7 @@ def generate_beams(
         length_penalty=0.0,
         # With length_penalty 0 scores only fall as beams grow, so HF's stopping heuristic is exact.
         early_stopping=False,
-        max_new_tokens=max_new_tokens or trie.max_length,
+        max_new_tokens=max_new_tokens,
         min_new_tokens=0,
         eos_token_id=eos,
         pad_token_id=pad_token_id if pad_token_id is not None else eos,
