@@ -142,8 +142,10 @@ def parse_args(argv=None):
     p.add_argument("--dev_users", type=int, default=300)
     p.add_argument("--eval_seed", type=int, default=1234)
     p.add_argument("--eval_beams", type=int, default=50)
-    p.add_argument("--eval_batch", type=int, default=10)
+    p.add_argument("--eval_batch", type=int, default=25)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu",
+                   help="'cpu' (the reported 2-core run) or an accelerator such as 'cuda'; fp32 either way")
     p.add_argument("--quick", action="store_true", help="~2-minute sanity run (tiny sizes, RESULTS.md untouched)")
     p.add_argument("--fresh", action="store_true", help="ignore cached results in work_dir")
     p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
@@ -215,9 +217,10 @@ def completion_loss(model, examples, batch, pad: int) -> torch.Tensor:
             sel_rows.append(r)
             sel_pos.append(j - 1)
             labels.append(seq[j])
-    hidden = model.model(input_ids=ids, attention_mask=mask).last_hidden_state
-    logits = model.lm_head(hidden[torch.tensor(sel_rows), torch.tensor(sel_pos)])
-    return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(labels))
+    device = model.device
+    hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
+    logits = model.lm_head(hidden[torch.tensor(sel_rows, device=device), torch.tensor(sel_pos, device=device)])
+    return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(labels, device=device))
 
 
 @torch.no_grad()
@@ -356,7 +359,7 @@ def run_eval(model, tok, data, trie, a, out_json: Path, extra: dict) -> dict:
                                batch_size=a.eval_batch, predictions_file=preds, show_progress=False)
     ranks = [json.loads(line)["target_rank"] for line in open(preds, encoding="utf-8")]
     preds.unlink()
-    result = {**extra, "metrics": metrics, "ranks": ranks, "eval_s": time.time() - t0}
+    result = {**extra, "metrics": metrics, "ranks": ranks, "eval_s": time.time() - t0, "hardware": hardware(a.device)}
     out_json.write_text(json.dumps(result))
     log(f"  eval {out_json.stem}: NDCG@10={metrics['NDCG@10']:.4f} HR@10={metrics['HR@10']:.4f} "
         f"HR@50={metrics['HR@50']:.4f} ({time.time() - t0:.0f}s)")
@@ -430,7 +433,7 @@ def main(argv=None):
         log(f"SFT: reusing {sft_dir.name} (trained in {sft_info['train_s']:.0f}s)")
     else:
         model = tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=a.sft_seed,
-                               intermediate_size=a.intermediate, attn_implementation="sdpa")
+                               intermediate_size=a.intermediate, attn_implementation="sdpa").to(a.device)
         n_params = sum(p.numel() for p in model.parameters())
         log(f"SFT: model {n_params / 1e6:.2f}M parameters (hidden {a.hidden}, {a.layers} layers, {a.heads} heads)")
         t0 = time.time()
@@ -440,9 +443,9 @@ def main(argv=None):
         train_s = time.time() - t0
         log(f"SFT: {steps} steps in {train_s:.0f}s; loss curve {losses}; held-out {heldout_curve}")
         model.config.use_cache = True
-        model.save_pretrained(str(sft_dir))
+        model.to("cpu").save_pretrained(str(sft_dir))
         tok.save_pretrained(sft_dir)
-        sft_info = {"train_s": train_s, "steps": steps, "losses": losses, "params": n_params, "n_train": len(train),
+        sft_info = {"hardware": hardware(a.device), "train_s": train_s, "steps": steps, "losses": losses, "params": n_params, "n_train": len(train),
                     "heldout_losses": heldout_curve}
         sft_info_path.write_text(json.dumps(sft_info))
         del model
@@ -450,10 +453,13 @@ def main(argv=None):
     # -- rows --------------------------------------------------------------------------------------------------
     # the users themselves are part of the key, so a cached result is never reused for another subset
     eval_tag = f"{a.eval_split}{len(test_eval)}-{_key(eval_idx)}-b{a.eval_beams}"
+    if a.device != "cpu":  # other kernels, other numerics: never mix with the CPU results
+        eval_tag += f"-{a.device.split(':')[0]}"
     results: dict[str, list[dict]] = {}
     from transformers import AutoModelForCausalLM
 
-    cpu_compact_logprobs()
+    if a.device == "cpu":
+        cpu_compact_logprobs()
 
     for name in rows:
         label, strategy, rewards = ROWS[name]
@@ -470,12 +476,12 @@ def main(argv=None):
                 continue
             log(f"{label} seed {seed}: start")
             if strategy is None:
-                model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).to(a.device)
                 res = run_eval(model, tok, test_eval, trie, a, out_json, {"row": name, "seed": None, "train_s": 0.0})
             elif strategy == "ce":
                 # the supervised counterpart of an RL row: as many pool prompts, as many steps of as many prompts, the
                 # RL rows' optimiser settings; tells a gain from the pool's extra data apart from a gain from RL
-                model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32)
+                model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).to(a.device)
                 picks = random.Random(seed).sample(range(len(rl_pool)), min(len(rl_pool), a.rl_steps * a.prompts_per_step))
                 t0 = time.time()
                 lean_sft(model, tok, encode_examples(tok, rl_pool.select(picks)), epochs=1.0, lr=a.rl_lr,
@@ -489,7 +495,7 @@ def main(argv=None):
                     num_generations=a.G, max_steps=a.rl_steps, learning_rate=a.rl_lr, beta=a.beta,
                     warmup_ratio=a.warmup_ratio, sampling_strategy=strategy, rewards=rewards,
                     gradient_checkpointing=False, bf16=False, report_to=[], save_strategy="no", logging_steps=1,
-                    use_cpu=True, seed=seed, data_seed=seed, disable_tqdm=True, ranking_metrics_ks=[1, 5, 10],
+                    use_cpu=a.device == "cpu", seed=seed, data_seed=seed, disable_tqdm=True, ranking_metrics_ks=[1, 5, 10],
                     dataloader_num_workers=0,
                 )
                 trainer = ReReTrainer(model=str(sft_dir), args=rl_args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
@@ -566,6 +572,13 @@ def goal_checks(results, n_users: int) -> list[str]:
             verdict += " (point estimate; within 2 paired SE of the threshold)"
         lines.append(f"- vs {ROWS[other][0]}: {100 * rel:+.1f}% (paired SE {100 * rel_se:.1f}%); goal {goal}: {verdict}")
     return lines
+
+
+def hardware(device: str) -> str:
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"one {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return (f"{os.cpu_count()} CPU cores (torch {torch.__version__}, {platform.processor() or platform.machine()}), "
+            "shared with other jobs")
 
 
 def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
@@ -645,6 +658,9 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     control = (f"- Control (row 1b): the SFT loss on {a.rl_steps * a.prompts_per_step} random pool prompts, {a.rl_steps} "
                f"steps of {a.prompts_per_step}, the RL rows' lr, schedule, clipping and weight decay (0).\n"
                if "sft_ce" in rows else "")
+    where = " and ".join(sorted({r.get("hardware", "") for v in results.values() for r in v} - {""})) or hardware(a.device)
+    if sft_info.get("hardware", where) != where:
+        where += f" (SFT: {sft_info['hardware']})"
     settings = (
         "- Data: Industrial_and_Scientific; " + pairs + pool
         + f"evaluation: a fixed random subset of **{n_users} test users** (seed {a.eval_seed}, the same for every row), "
@@ -661,14 +677,13 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         f"- RL (rows 2-5, identical budget): ReReTrainer, {a.rl_steps} steps x {a.prompts_per_step} prompts x G={a.G} "
         f"completions ({a.rl_steps * a.prompts_per_step} prompts from the RL pool, same order for a given seed), lr "
         f"{a.rl_lr:g} cosine (warmup_ratio {a.warmup_ratio:g}: {'/'.join(map(str, warmups)) or '-'} warmup steps), beta {a.beta:g} (reference synced as in ReReConfig), "
-        f"max grad norm 0.3, temperature 1.0, loss 'grpo', one optimisation step per generation; RL seeds {a.seeds}. "
-        f"TRL's fused log-prob head scores only completion positions on CPU too (`cpu_compact_logprobs`: same values, "
-        f"half the step time).\n" + control +
+        f"max grad norm 0.3, temperature 1.0, loss 'grpo', one optimisation step per generation; RL seeds {a.seeds}."
+        + (" TRL's fused log-prob head scores only completion positions on CPU too (`cpu_compact_logprobs`: same "
+           "values, half the step time)." if a.device == "cpu" else "") + "\n" + control +
         f"- Cells are means over seeds (± half the range where there are several seeds). 'NDCG@10 ± SE' is the "
         f"standard error over users; 'paired SE of Δ' is the standard error of the per-user difference to SFT.\n"
         f"- Time: {stage_s / 60:.1f} min of training + evaluation (SFT, RL and ranking eval, summed over the stages; "
-        f"this invocation {wall / 60:.1f} min, less when stages were cached) on {os.cpu_count()} CPU cores (torch {torch.__version__}, "
-        f"{platform.processor() or platform.machine()}), shared with other jobs."
+        f"this invocation {wall / 60:.1f} min, less when stages were cached) on {where}."
     )
     out = ["### Table (Industrial test subset)", "", *lines, "", "### Relative change over SFT (row 1)", "", *rel_lines,
            "", "### The issue's comparisons (NDCG@10 of row 4 against each row, paired over users)", "", *goal_lines,
