@@ -86,6 +86,15 @@ def test_row_operations_fall_back_to_full_reorders(operation):
     assert torch.equal(shared.keys, plain.keys) and torch.equal(shared.values, plain.values)
 
 
+def test_reset_layer_starts_over():
+    layer = SharedPromptLayer(grouped_states(4, 0), grouped_states(4, 0), capacity=2)
+    layer.reset()
+    assert layer.get_seq_length() == 0
+    fresh_k, fresh_v = torch.randn(PROMPTS * BEAMS, HEADS, 3, DIM), torch.randn(PROMPTS * BEAMS, HEADS, 3, DIM)
+    keys, values = layer.update(fresh_k, fresh_v)
+    assert torch.equal(keys, fresh_k) and torch.equal(values, fresh_v) and layer.prompt_length == 0
+
+
 def test_other_caches_are_left_alone():
     assert beam_search_cache(None, 4) is None
     empty = DynamicCache()

@@ -53,6 +53,10 @@ if DynamicLayer is not None:
             self.values = self._values[:, :, :length]
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+            if not self.is_initialized:  # after reset(): start over as a plain, growing layer
+                self.lazy_initialization(key_states, value_states)
+                self.prompt_length = 0
+                self._adopt(key_states[:, :, :0], value_states[:, :, :0], key_states.shape[-2])
             new = key_states.shape[-2]
             end = self.length + new
             if end > self._keys.shape[-2]:  # longer than planned (e.g. synced ZeRO-3 ranks): grow, never fail
@@ -73,6 +77,10 @@ if DynamicLayer is not None:
             """After an operation that may mix prompts within a beam group: adopt its result, reorder everything."""
             self.prompt_length = 0
             self._adopt(self.keys, self.values, 0)
+
+        def reset(self) -> None:
+            super().reset()
+            self._keys = self._values = None
 
         def crop(self, tokens_to_remove: int) -> None:
             super().crop(tokens_to_remove)
