@@ -34,6 +34,11 @@ authors' history line without the instruction preamble) with max_history 2. Wide
 
 Run:  python benchmarks/repro_industrial.py                 (full run: see the wall time in RESULTS.md)
       python benchmarks/repro_industrial.py --quick         (tiny sanity run, a few minutes; RESULTS.md is not touched)
+      python benchmarks/repro_industrial.py --device cuda --eval_users 2000 --eval_batch 100 --prompts_per_step 32 \
+          --rl_steps 99 --seeds 0,1 --results_section repro_industrial_gpu
+                                                            (the GPU section: the authors' RL batch of 32 prompts x 16,
+                                                            one epoch of the pool, 2000 users; it reused the CPU run's
+                                                            SFT folder, copied into --work_dir, or trains SFT on the GPU)
 Intermediate results (tokenizer, SFT checkpoint, one JSON per row and seed) go to benchmarks/_work/ so an
 interrupted run resumes where it stopped (pass --fresh to recompute). The final table is printed and written to
 benchmarks/RESULTS.md between this benchmark's markers.

@@ -1,0 +1,115 @@
+"""50-beam constrained evaluation with HF's default KV cache vs `trl_rere.beam_cache` (shared-prompt layers).
+
+Setting: the Industrial_and_Scientific catalog (3,686 items) and the first `--users` test prompts of the split in the
+short template of `benchmarks/repro_industrial.py` (mean ~60 prompt tokens, titles of up to 68 tokens), a byte-level
+BPE trained on titles and prompts, and a random Qwen2 of the reproduction's size (hidden 128, 4 layers, 2.1M
+parameters), or with `--model` a checkpoint that repro_industrial.py saved (its SFT model and tokenizer: a trained
+model ends its beams the way a real evaluation does, a random one wanders to the longest titles). `constrained_beam_search` ranks the catalog for every prompt with 50 beams, in batches of `--batches`
+prompts; the "default" runs replace `beam_search_cache` with the identity, which is what generate_beams did before.
+Both runs must return the same titles in the same order for every prompt (checked). Time per prompt is the median of
+`--repeats` runs.
+
+Run:  python benchmarks/beam_cache.py --model benchmarks/_work/sft-<key>   (about 4 minutes on 2 CPU cores)
+      python benchmarks/beam_cache.py --quick    (smoke run, does not write RESULTS.md)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import torch  # noqa: E402
+
+import trl_rere.constrained as constrained  # noqa: E402
+from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
+from repro_industrial import CATEGORY, SHORT_TEMPLATE  # noqa: E402
+from trl_rere.data import load_amazon  # noqa: E402
+from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
+from trl_rere.trie import ItemTrie  # noqa: E402
+
+
+def run(model, tok, prompts, trie, beams: int, batch: int, shared: bool):
+    original = constrained.beam_search_cache
+    if not shared:
+        constrained.beam_search_cache = lambda cache, max_new_tokens: cache
+    try:
+        t0 = time.perf_counter()
+        results = constrained.constrained_beam_search(model, tok, prompts, trie, num_beams=beams, batch_size=batch)
+        return time.perf_counter() - t0, [r.titles for r in results]
+    finally:
+        constrained.beam_search_cache = original
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
+    p.add_argument("--model", default=None, help="a repro_industrial.py SFT folder (model + tokenizer); default random")
+    p.add_argument("--users", type=int, default=100)
+    p.add_argument("--beams", type=int, default=50)
+    p.add_argument("--batches", default="10,25,50", help="prompts per generate call (comma list)")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--no-write", action="store_true")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.users, a.beams, a.batches, a.repeats, a.no_write = 6, 8, "3", 1, True
+    torch.set_num_threads(a.threads)
+    try:
+        catalog, ds = load_amazon(a.data_dir, CATEGORY, splits=("test",), max_history=2, template=SHORT_TEMPLATE)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    prompts = list(ds["test"]["prompt"][: a.users])
+    if a.model:
+        from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+
+        tok = PreTrainedTokenizerFast.from_pretrained(a.model)
+        model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32).eval()
+    else:
+        tok = train_tokenizer(list(catalog.titles) + prompts, kind="bpe", vocab_size=8192)
+        model = tiny_causal_lm(tok, hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512,
+                               attn_implementation="sdpa").eval()
+    trie = ItemTrie.from_catalog(catalog, tok)
+    rows = []
+    for batch in [int(b) for b in a.batches.split(",")]:
+        times = {True: [], False: []}
+        titles = {}
+        for _ in range(a.repeats):
+            for shared in (False, True):  # alternate, so both see the same background load
+                seconds, titles[shared] = run(model, tok, prompts, trie, a.beams, batch, shared)
+                times[shared].append(seconds / len(prompts))
+        plain, fast = statistics.median(times[False]), statistics.median(times[True])
+        same = titles[True] == titles[False]
+        rows.append(f"| {batch} | {batch * a.beams} | {1000 * plain:.0f} | {1000 * fast:.0f} | {plain / fast:.2f}x | "
+                    f"{'yes' if same else 'NO'} |")
+        print(rows[-1], flush=True)
+        if not same:
+            sys.exit("the two caches ranked the catalog differently")
+    table = "\n".join([
+        "## Beam-search KV cache: HF default vs shared-prompt layers (`benchmarks/beam_cache.py`)", "",
+        f"{a.users} Industrial test prompts, {a.beams} beams, catalog of {catalog.num_items} items, "
+        f"{'the reproduction SFT model' if a.model else 'a random Qwen2 of the reproduction size'} (hidden 128, 4 "
+        f"layers); ms per prompt, median of {a.repeats} runs; "
+        f"{os.cpu_count()} CPU cores, {a.threads} threads (torch {torch.__version__}, {platform.machine()}).", "",
+        "| prompts per call | rows (prompts x beams) | default cache, ms/prompt | shared-prompt cache, ms/prompt | "
+        "speed-up | same rankings |",
+        "|---|---|---|---|---|---|",
+        *rows,
+    ])
+    print(table)
+    if not a.no_write:
+        write_section("beam_cache", table)
+
+
+if __name__ == "__main__":
+    main()
