@@ -105,6 +105,9 @@ def main(argv=None):
         "speed-up | same rankings |",
         "|---|---|---|---|---|---|",
         *rows,
+        "",
+        "The machine is shared with other jobs and its speed drifts (up to 2x within an hour here), so compare the two "
+        "caches within a row (their runs alternate), not rows with each other or with other sections.",
     ])
     print(table)
     if not a.no_write:

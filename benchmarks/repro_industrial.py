@@ -147,7 +147,7 @@ def parse_args(argv=None):
     p.add_argument("--dev_users", type=int, default=300)
     p.add_argument("--eval_seed", type=int, default=1234)
     p.add_argument("--eval_beams", type=int, default=50)
-    p.add_argument("--eval_batch", type=int, default=25)
+    p.add_argument("--eval_batch", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu",
                    help="'cpu' (the reported 2-core run) or an accelerator such as 'cuda'; fp32 either way")
