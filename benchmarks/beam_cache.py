@@ -4,7 +4,8 @@ Setting: the Industrial_and_Scientific catalog (3,686 items) and the first `--us
 short template of `benchmarks/repro_industrial.py` (mean ~60 prompt tokens, titles of up to 68 tokens), a byte-level
 BPE trained on titles and prompts, and a random Qwen2 of the reproduction's size (hidden 128, 4 layers, 2.1M
 parameters), or with `--model` a checkpoint that repro_industrial.py saved (its SFT model and tokenizer: a trained
-model ends its beams the way a real evaluation does, a random one wanders to the longest titles). `constrained_beam_search` ranks the catalog for every prompt with 50 beams, in batches of `--batches`
+model ends its beams the way a real evaluation does, a random one wanders to the longest titles).
+`constrained_beam_search` ranks the catalog for every prompt with 50 beams, in batches of `--batches`
 prompts; the "default" runs replace `beam_search_cache` with the identity, which is what generate_beams did before.
 Both runs must return the same titles in the same order for every prompt (checked). Time per prompt is the median of
 `--repeats` runs.

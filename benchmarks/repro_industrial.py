@@ -450,8 +450,8 @@ def main(argv=None):
         model.config.use_cache = True
         model.to("cpu").save_pretrained(str(sft_dir))
         tok.save_pretrained(sft_dir)
-        sft_info = {"hardware": hardware(a.device), "train_s": train_s, "steps": steps, "losses": losses, "params": n_params, "n_train": len(train),
-                    "heldout_losses": heldout_curve}
+        sft_info = {"hardware": hardware(a.device), "train_s": train_s, "steps": steps, "losses": losses,
+                    "params": n_params, "n_train": len(train), "heldout_losses": heldout_curve}
         sft_info_path.write_text(json.dumps(sft_info))
         del model
 
@@ -500,8 +500,8 @@ def main(argv=None):
                     num_generations=a.G, max_steps=a.rl_steps, learning_rate=a.rl_lr, beta=a.beta,
                     warmup_ratio=a.warmup_ratio, sampling_strategy=strategy, rewards=rewards,
                     gradient_checkpointing=False, bf16=False, report_to=[], save_strategy="no", logging_steps=1,
-                    use_cpu=a.device == "cpu", seed=seed, data_seed=seed, disable_tqdm=True, ranking_metrics_ks=[1, 5, 10],
-                    dataloader_num_workers=0,
+                    use_cpu=a.device == "cpu", seed=seed, data_seed=seed, disable_tqdm=True,
+                    ranking_metrics_ks=[1, 5, 10], dataloader_num_workers=0,
                 )
                 trainer = ReReTrainer(model=str(sft_dir), args=rl_args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
                                       catalog=catalog, processing_class=tok)
@@ -663,7 +663,8 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     control = (f"- Control (row 1b): the SFT loss on {a.rl_steps * a.prompts_per_step} random pool prompts, {a.rl_steps} "
                f"steps of {a.prompts_per_step}, the RL rows' lr, schedule, clipping and weight decay (0).\n"
                if "sft_ce" in rows else "")
-    where = " and ".join(sorted({r.get("hardware", "") for v in results.values() for r in v} - {""})) or hardware(a.device)
+    where = " and ".join(sorted({r.get("hardware", "") for v in results.values() for r in v} - {""}))
+    where = where or hardware(a.device)
     if sft_info.get("hardware", where) != where:
         where += f" (SFT: {sft_info['hardware']})"
     settings = (

@@ -26,7 +26,8 @@ def grouped_states(prompt_len: int, generated: int, seed: int = 0) -> torch.Tens
 def within_group_beam_idx(seed: int) -> torch.Tensor:
     """What HF beam search passes to `reorder_cache`: each row takes a row of the same prompt."""
     g = torch.Generator().manual_seed(seed)
-    return (torch.randint(0, BEAMS, (PROMPTS, BEAMS), generator=g) + torch.arange(PROMPTS).unsqueeze(1) * BEAMS).view(-1)
+    beams = torch.randint(0, BEAMS, (PROMPTS, BEAMS), generator=g)
+    return (beams + torch.arange(PROMPTS).unsqueeze(1) * BEAMS).view(-1)
 
 
 def plain_layer(keys: torch.Tensor, values: torch.Tensor) -> DynamicLayer:
@@ -118,10 +119,10 @@ def test_generate_beams_gives_the_same_beams_with_either_cache(tokenizer, tiny_m
     assert isinstance(
         beam_search_cache(_prefill_prompts(tiny_model, input_ids, attention_mask, 6), 8).layers[0], SharedPromptLayer
     )  # the path under test is really taken for this model
-    shared = generate_beams(tiny_model, input_ids, attention_mask, trie, num_beams=6, pad_token_id=tokenizer.pad_token_id)
-    plain = generate_beams(
-        tiny_model, input_ids, attention_mask, trie, num_beams=6, pad_token_id=tokenizer.pad_token_id,
-        shared_prompt_cache=False,
+    shared, plain = (
+        generate_beams(tiny_model, input_ids, attention_mask, trie, num_beams=6, pad_token_id=tokenizer.pad_token_id,
+                       shared_prompt_cache=flag)
+        for flag in (True, False)
     )
     assert torch.equal(shared[0], plain[0])
     torch.testing.assert_close(shared[1], plain[1], rtol=0, atol=1e-5)
