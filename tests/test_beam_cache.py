@@ -7,6 +7,7 @@ import torch
 from rere_test_utils import CATALOG_TITLES, make_prompt
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
+import trl_rere.constrained as constrained
 from trl_rere.beam_cache import SharedPromptLayer, beam_search_cache
 from trl_rere.catalog import ItemCatalog
 from trl_rere.constrained import _left_pad, _prefill_prompts, generate_beams, tokenize_prompts
@@ -111,7 +112,7 @@ def test_other_caches_are_left_alone():
     assert converted.get_seq_length() == 3 and full.layers[0].keys.shape[-2] == 3  # the original is untouched
 
 
-def test_generate_beams_gives_the_same_beams_with_either_cache(tokenizer, tiny_model):
+def test_generate_beams_gives_the_same_beams_with_either_cache(tokenizer, tiny_model, monkeypatch):
     catalog = ItemCatalog.from_titles(CATALOG_TITLES)
     trie = ItemTrie.from_catalog(catalog, tokenizer)
     prompts = [make_prompt(CATALOG_TITLES[:2]), make_prompt(CATALOG_TITLES[3:9]), make_prompt([CATALOG_TITLES[11]])]
@@ -119,10 +120,12 @@ def test_generate_beams_gives_the_same_beams_with_either_cache(tokenizer, tiny_m
     assert isinstance(
         beam_search_cache(_prefill_prompts(tiny_model, input_ids, attention_mask, 6), 8).layers[0], SharedPromptLayer
     )  # the path under test is really taken for this model
-    shared, plain = (
-        generate_beams(tiny_model, input_ids, attention_mask, trie, num_beams=6, pad_token_id=tokenizer.pad_token_id,
-                       shared_prompt_cache=flag)
-        for flag in (True, False)
-    )
+    def search():
+        return generate_beams(tiny_model, input_ids, attention_mask, trie, num_beams=6,
+                              pad_token_id=tokenizer.pad_token_id)
+
+    shared = search()
+    monkeypatch.setattr(constrained, "beam_search_cache", lambda cache, max_new_tokens: cache)  # HF's default layers
+    plain = search()
     assert torch.equal(shared[0], plain[0])
     torch.testing.assert_close(shared[1], plain[1], rtol=0, atol=1e-5)

@@ -47,8 +47,11 @@ if DynamicLayer is not None:
             self._values[:, :, :length] = values
             self._set_length(length)
 
+        @property
+        def length(self) -> int:
+            return self.keys.shape[-2]
+
         def _set_length(self, length: int) -> None:
-            self.length = length
             # views, not copies: attention reads the filled part of the buffers
             self.keys = self._keys[:, :, :length]
             self.values = self._values[:, :, :length]

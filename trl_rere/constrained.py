@@ -365,7 +365,6 @@ def generate_beams(
     use_prefix_fn: bool = False,
     synced_gpus: bool | None = None,
     max_new_tokens: int | None = None,
-    shared_prompt_cache: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs one constrained `generate` call over a left-padded batch; returns `(completion_ids, scores)` with
     `num_return_sequences` rows per prompt, best first (rows `b * n + r`). Scores are the plain sums of token
@@ -392,7 +391,7 @@ def generate_beams(
     max_new_tokens = max_new_tokens or trie.max_length
     cache = _prefill_prompts(model, input_ids, attention_mask, num_beams)
     if cache is not None:
-        kwargs["cache"] = beam_search_cache(cache, max_new_tokens) if shared_prompt_cache else cache
+        kwargs["cache"] = beam_search_cache(cache, max_new_tokens)
     eos = trie.eos_token_id
     out = model.generate(
         input_ids=input_ids,
