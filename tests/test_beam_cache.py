@@ -57,13 +57,16 @@ def test_updates_and_reorders_match_the_default_layer():
 def test_prompt_positions_are_not_copied_by_a_reorder():
     keys = grouped_states(5, 0)
     layer = SharedPromptLayer(keys, keys.clone(), capacity=4)
-    layer.update(torch.randn(PROMPTS * BEAMS, HEADS, 1, DIM), torch.randn(PROMPTS * BEAMS, HEADS, 1, DIM))
-    # poison one row's prompt part: a reorder that copied prompt positions would spread it to other rows
-    layer._keys[0, :, :5] = float("nan")
-    layer.reorder_cache(torch.zeros(PROMPTS * BEAMS, dtype=torch.long))
-    assert torch.isnan(layer.keys[0, :, :5]).all()
-    assert not torch.isnan(layer.keys[1:, :, :5]).any()
-    assert torch.equal(layer.keys[:, :, 5], layer.keys[0, :, 5].expand(PROMPTS * BEAMS, HEADS, DIM))
+    for step in range(2):  # both buffer pairs: a reorder writes the generated positions into the other one
+        layer.update(torch.randn(PROMPTS * BEAMS, HEADS, 1, DIM), torch.randn(PROMPTS * BEAMS, HEADS, 1, DIM))
+        # poison one row's prompt part: a reorder that copied prompt positions would spread it to other rows
+        layer.keys[0, :, :5] = float("nan")
+        layer.reorder_cache(torch.zeros(PROMPTS * BEAMS, dtype=torch.long))
+        assert not torch.isnan(layer.keys[1:, :, :5]).any()
+        assert torch.equal(layer.keys[1:, :, :5], keys[1:])
+        generated = layer.keys[:, :, 5:]
+        assert torch.equal(generated, generated[:1].expand_as(generated))
+    assert torch.isnan(layer.keys[0, :, :5]).all()  # back on the first pair, whose row 0 was poisoned
 
 
 @pytest.mark.parametrize("operation", ["select", "repeat", "crop"])

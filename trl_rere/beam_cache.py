@@ -41,18 +41,32 @@ if DynamicLayer is not None:
 
         def _adopt(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
             rows, heads, length, dim = keys.shape
-            self._keys = keys.new_empty(rows, heads, length + capacity, dim)
-            self._values = values.new_empty(rows, values.shape[1], length + capacity, values.shape[-1])
-            self._keys[:, :, :length] = keys
-            self._values[:, :, :length] = values
+            # Two buffer pairs, each with the prompt: a reorder gathers the generated positions from the current
+            # pair straight into the other (one pass; gathering in place needs a temporary and a second copy).
+            self._pairs = []
+            for _ in range(2):
+                k = keys.new_empty(rows, heads, length + capacity, dim)
+                v = values.new_empty(rows, values.shape[1], length + capacity, values.shape[-1])
+                k[:, :, :length] = keys
+                v[:, :, :length] = values
+                self._pairs.append((k, v))
+            self._current = 0
             self._set_length(length)
 
         @property
         def length(self) -> int:
             return self.keys.shape[-2]
 
+        @property
+        def _keys(self) -> torch.Tensor:
+            return self._pairs[self._current][0]
+
+        @property
+        def _values(self) -> torch.Tensor:
+            return self._pairs[self._current][1]
+
         def _set_length(self, length: int) -> None:
-            # views, not copies: attention reads the filled part of the buffers
+            # views, not copies: attention reads the filled part of the current buffers
             self.keys = self._keys[:, :, :length]
             self.values = self._values[:, :, :length]
 
@@ -74,8 +88,10 @@ if DynamicLayer is not None:
             if self.length > self.prompt_length:
                 beam_idx = beam_idx.to(self._keys.device)
                 generated = slice(self.prompt_length, self.length)
-                self._keys[:, :, generated] = self._keys[beam_idx, :, generated]
-                self._values[:, :, generated] = self._values[beam_idx, :, generated]
+                for src, dst in zip(self._pairs[self._current], self._pairs[1 - self._current]):
+                    torch.index_select(src[:, :, generated], 0, beam_idx, out=dst[:, :, generated])
+                self._current = 1 - self._current
+                self._set_length(self.length)
 
         def _reset_to_plain(self) -> None:
             """After an operation that may mix prompts within a beam group: adopt its result, reorder everything."""
@@ -84,7 +100,7 @@ if DynamicLayer is not None:
 
         def reset(self) -> None:
             super().reset()
-            self._keys = self._values = None
+            self._pairs = None
 
         def crop(self, tokens_to_remove: int) -> None:
             super().crop(tokens_to_remove)
