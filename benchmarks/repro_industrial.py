@@ -68,7 +68,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
+from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402  (benchmarks/ is the script's folder)
+from _results import write_section  # noqa: E402
 from trl_rere.data import (  # noqa: E402
     DEFAULT_INSTRUCTIONS,
     DEFAULT_PROMPT_TEMPLATE,
@@ -316,19 +317,6 @@ def split_rl_pool(train, frac: float, seed: int = 0):
     return train.select(sorted(order[n_pool:])), train.select(sorted(order[:n_pool]))
 
 
-def cpu_compact_logprobs() -> None:
-    """Score only completion positions in TRL's fused log-prob head on CPU as well (the values are identical).
-
-    TRL 1.16 scores only the valid (completion) positions where Triton runs, and every position elsewhere, so that
-    devices that compile per shape see one shape. On a CPU that means computing full-vocabulary log-probs for every
-    prompt token of every completion, half of an RL step here; GRPO and ReRe rows both get this shim.
-    """
-    import trl.trainer.utils as trl_utils
-
-    if hasattr(trl_utils, "_use_triton"):
-        trl_utils._use_triton = lambda device: True  # only decides compaction; the kernels keep their own check
-
-
 def _key(d: dict) -> str:
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
 
@@ -374,6 +362,7 @@ def run_eval(model, tok, data, trie, a, out_json: Path, extra: dict) -> dict:
 def main(argv=None):
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
+    a.malloc_kept = a.device == "cpu" and keep_freed_memory()  # reported in the settings
     warnings.filterwarnings("ignore", category=UserWarning)
     import transformers
     transformers.logging.set_verbosity_error()
@@ -463,8 +452,9 @@ def main(argv=None):
     results: dict[str, list[dict]] = {}
     from transformers import AutoModelForCausalLM
 
-    if a.device == "cpu":
+    if a.device == "cpu":  # TRL's fused log-prob head, tuned for Triton devices: same values, less CPU time
         cpu_compact_logprobs()
+        lean_cpu_logprob_tiles()
 
     for name in rows:
         label, strategy, rewards = ROWS[name]
@@ -684,8 +674,11 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         f"completions ({a.rl_steps * a.prompts_per_step} prompts from the RL pool, same order for a given seed), lr "
         f"{a.rl_lr:g} cosine (warmup_ratio {a.warmup_ratio:g}: {'/'.join(map(str, warmups)) or '-'} warmup steps), beta {a.beta:g} (reference synced as in ReReConfig), "
         f"max grad norm 0.3, temperature 1.0, loss 'grpo', one optimisation step per generation; RL seeds {a.seeds}."
-        + (" TRL's fused log-prob head scores only completion positions on CPU too (`cpu_compact_logprobs`: same "
-           "values, half the step time)." if a.device == "cpu" else "") + "\n" + control +
+        + (" On CPU, settings that change no value (`benchmarks/_cpu.py`, checked by tests/test_benchmark_shims.py): "
+           "TRL's fused log-prob head scores only completion positions (`cpu_compact_logprobs`) and folds its tiles "
+           "in place (`lean_cpu_logprob_tiles`)" + (", and glibc's malloc keeps freed memory (`keep_freed_memory`)"
+                                                    if getattr(a, "malloc_kept", False) else "") + "."
+           if a.device == "cpu" else "") + "\n" + control +
         f"- Cells are means over seeds (± half the range where there are several seeds). 'NDCG@10 ± SE' is the "
         f"standard error over users; 'paired SE of Δ' is the standard error of the per-user difference to SFT.\n"
         f"- Time: {stage_s / 60:.1f} min of training + evaluation (SFT, RL and ranking eval, summed over the stages; "
