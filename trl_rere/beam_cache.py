@@ -30,7 +30,9 @@ if DynamicLayer is not None:
 
         The skip is exact because beam search only reorders rows among the beams of the same prompt, and those rows
         hold identical prompt states (the prompt was encoded once and repeated for its beams). Anything that could
-        break that (selecting or repeating rows, cropping) makes the layer reorder every position again.
+        break that (selecting or repeating rows, cropping) makes the layer reorder every position again. The layer
+        holds two buffer pairs, both with the prompt, and a reorder gathers into the idle pair: twice the memory of
+        one cache for the search, for one pass over the generated positions instead of a gather and a copy back.
         """
 
         def __init__(self, keys: torch.Tensor, values: torch.Tensor, capacity: int):
