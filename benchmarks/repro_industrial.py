@@ -68,7 +68,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402  (benchmarks/ is the script's folder)
+# benchmarks/ is the script's folder
+from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402
 from _results import write_section  # noqa: E402
 from trl_rere.data import (  # noqa: E402
     DEFAULT_INSTRUCTIONS,
