@@ -10,7 +10,8 @@ prompts; the "default" runs replace `beam_search_cache` with the identity, which
 Both runs must return the same titles in the same order for every prompt (checked). Time per prompt is the median of
 `--repeats` runs.
 
-Run:  python benchmarks/beam_cache.py --model benchmarks/_work/sft-<key>   (about 4 minutes on 2 CPU cores)
+Run:  python benchmarks/beam_cache.py --model benchmarks/_work/sft-<key>   (about 20 minutes on 2 CPU cores;
+                                                                         `--batches 10`: about 4)
       python benchmarks/beam_cache.py --quick    (smoke run, does not write RESULTS.md)
 """
 

@@ -5,7 +5,7 @@ HF beam search reorders the whole cache after every step (`index_select` over al
 prompt (tens of tokens) is much longer than a title's completion, and all beams of one prompt hold the same prompt
 states, so most of that copying moves identical data. `beam_search_cache` turns a prefilled cache into one whose
 layers are written in place into preallocated buffers and reorder only the positions generated after the prompt:
-on 2 CPU cores a 50-beam evaluation runs 1.5x (10 prompts per call) to 2.6x (25) faster, with the same rankings
+on 2 CPU cores a 50-beam evaluation of 10 prompts per call runs about 1.6x faster, with the same rankings
 (benchmarks/RESULTS.md, `beam_cache`).
 """
 
