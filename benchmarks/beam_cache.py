@@ -119,7 +119,8 @@ def main(argv=None):
                     f"{'yes' if not n_diff else f'NO: {n_diff} of {len(prompts)} prompts differ'} |")
         print(rows[-1], flush=True)
     table = "\n".join([
-        "## Beam-search KV cache: HF default vs shared-prompt layers (`benchmarks/beam_cache.py`)", "",
+        "## Beam-search KV cache: HF default vs shared-prompt layers (`benchmarks/beam_cache.py`)"
+        + ("" if a.section == "beam_cache" else f": `{a.section}`"), "",
         f"{a.users} Industrial test prompts, {a.beams} beams, catalog of {catalog.num_items} items, "
         f"{shape}, {a.dtype}; ms per prompt, median of {a.repeats} runs; {hardware(a)}.", "",
         "| prompts per call | rows (prompts x beams) | default cache, ms/prompt | shared-prompt cache, ms/prompt | "
