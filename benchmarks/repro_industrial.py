@@ -687,7 +687,10 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     )
     out = ["### Table (Industrial test subset)", "", *lines, "", "### Relative change over SFT (row 1)", "", *rel_lines,
            "", "### The issue's comparisons (NDCG@10 of row 4 against each row, paired over users)", "", *goal_lines,
-           "", "### RL training curves (per-step group statistics logged by ReReTrainer)", "", *curves, "",
+           "", "### RL training curves (per-step group statistics logged by ReReTrainer)", "",
+           "Every step draws new pool prompts, so a change from the first to the last steps mixes what RL learned with "
+           "how hard those prompts are. To see learning, compare a run with one at `--rl_lr 0` (same prompts, same "
+           "order, the SFT model throughout).", "", *curves, "",
            "### Settings", "", settings]
     return "\n".join(out)
 
