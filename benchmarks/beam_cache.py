@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ import torch  # noqa: E402
 
 import trl_rere.constrained as constrained  # noqa: E402
 from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
-from repro_industrial import CATEGORY, SHORT_TEMPLATE  # noqa: E402
+from repro_industrial import CATEGORY, SHORT_TEMPLATE, hardware  # noqa: E402
 from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
@@ -122,7 +121,8 @@ def main(argv=None):
         "## Beam-search KV cache: HF default vs shared-prompt layers (`benchmarks/beam_cache.py`)"
         + ("" if a.section == "beam_cache" else f": `{a.section}`"), "",
         f"{a.users} Industrial test prompts, {a.beams} beams, catalog of {catalog.num_items} items, "
-        f"{shape}, {a.dtype}; ms per prompt, median of {a.repeats} runs; {hardware(a)}.", "",
+        f"{shape}, {a.dtype}; ms per prompt, median of {a.repeats} runs; {hardware(a.device)}"
+        f"{'' if a.device != 'cpu' else f', {a.threads} threads'}.", "",
         "| prompts per call | rows (prompts x beams) | default cache, ms/prompt | shared-prompt cache, ms/prompt | "
         "speed-up | same rankings |",
         "|---|---|---|---|---|---|",
@@ -138,12 +138,6 @@ def main(argv=None):
         write_section(a.section, table)
     if differ:
         sys.exit("the two caches ranked the catalog differently")
-
-
-def hardware(a) -> str:
-    if a.device.startswith("cuda"):
-        return f"one {torch.cuda.get_device_name(a.device)} (torch {torch.__version__})"
-    return f"{os.cpu_count()} CPU cores, {a.threads} threads (torch {torch.__version__}, {platform.machine()})"
 
 
 if __name__ == "__main__":

@@ -6,9 +6,9 @@ prompt (tens of tokens) is much longer than a title's completion, and all beams 
 states, so most of that copying moves identical data. `beam_search_cache` turns a prefilled cache into one whose
 layers are written in place into preallocated buffers and reorder only the positions generated after the prompt:
 on 2 CPU cores a 50-beam evaluation of 10 prompts per call runs about 1.6x faster, with the same rankings
-(benchmarks/RESULTS.md, `beam_cache`). On an H100 the rankings are the same too (fp32, and bf16 on a model shaped like
-Qwen2-0.5B), but the time barely moves (0.93x to 1.22x, `beam_cache_cuda*`): a call took as long for 1,000 rows as for 500,
-so a step's time there is fixed per-step overhead, not data movement.
+(benchmarks/RESULTS.md, `beam_cache`). On an H100 the rankings are the same too (fp32, and bf16 on a model shaped
+like Qwen2-0.5B), but the time barely moves (0.93x to 1.22x, `beam_cache_cuda*`): a call took as long for 1,000 rows
+as for 500, so a step's time there is fixed per-step overhead, not data movement.
 """
 
 from __future__ import annotations
