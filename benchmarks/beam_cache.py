@@ -91,14 +91,17 @@ def main(argv=None):
 
         tok = PreTrainedTokenizerFast.from_pretrained(a.model)
         model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float32)
-        shape = "the reproduction SFT model (hidden 128, 4 layers)"
+        label = "the reproduction SFT model"
     else:
         tok = train_tokenizer(list(catalog.titles) + prompts, kind="bpe", vocab_size=8192)
         model = tiny_causal_lm(tok, **(QWEN2_05B if a.size == "qwen2-0.5b" else REPRO), attn_implementation="sdpa")
-        shape = ("a random model shaped like Qwen2-0.5B (hidden 896, 24 layers, 14 query / 2 key-value heads, "
-                 "151,936-token vocabulary; titles use the first 8,192 ids)" if a.size == "qwen2-0.5b"
-                 else "a random Qwen2 of the reproduction size (hidden 128, 4 layers)")
+        label = ("a random model shaped like Qwen2-0.5B" if a.size == "qwen2-0.5b"
+                 else "a random Qwen2 of the reproduction size")
     model = model.to(device=a.device, dtype=getattr(torch, a.dtype)).eval()
+    cfg = model.config
+    shape = (f"{label} (hidden {cfg.hidden_size}, {cfg.num_hidden_layers} layers, {cfg.num_attention_heads} query / "
+             f"{cfg.num_key_value_heads} key-value heads, {cfg.vocab_size:,}-token vocabulary"
+             + (f"; titles use the first {len(tok):,} ids)" if cfg.vocab_size > len(tok) else ")"))
     trie = ItemTrie.from_catalog(catalog, tok)
     if model.device.type != "cpu":  # kernel selection and allocator warm-up stay out of the timings
         for shared in (False, True):

@@ -45,8 +45,6 @@ if DynamicLayer is not None:
 
         def _adopt(self, keys: torch.Tensor, values: torch.Tensor, capacity: int) -> None:
             rows, heads, length, dim = keys.shape
-            # Two buffer pairs, each with the prompt: a reorder gathers the generated positions from the current
-            # pair straight into the other (one pass; gathering in place needs a temporary and a second copy).
             self._pairs = []
             for _ in range(2):
                 k = keys.new_empty(rows, heads, length + capacity, dim)
