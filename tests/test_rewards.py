@@ -376,6 +376,7 @@ def test_trainer_resolves_names_mixed_with_callables(tiny_model_dir, tmp_path):
     rows = list(_dataset())[:2]
     inputs = [dict(row) for row in rows for _ in range(G)]
     trainer.model.train()
+    trainer._rows = inputs  # what training_step records for the rollout before TRL generates
     out = trainer._generate_and_score_completions(inputs)
     (kw,) = seen
     for key in ("beam_rank", "beam_score", "beam_title", "beam_item_id", "group_id", "target", "prompts"):

@@ -126,8 +126,6 @@ def logged(trainer, key):
 
 
 def check_metrics(trainer, strategy):
-    invalid = logged(trainer, "rere/invalid_item_rate")
-    assert invalid and all(v == 0 for v in invalid)
     assert logged(trainer, "rere/target_in_group")
     distinct = logged(trainer, "rere/distinct_items_per_group")
     assert distinct
@@ -169,6 +167,9 @@ def test_train_steps(tiny, tmp_path, strategy, extra):
     assert len(calls) == 2
     assert all(len(kw["completions"]) == args.per_device_train_batch_size * gas for kw in calls)
     check_groups(calls, strategy, add_gt=extra.get("add_gt", False))
+    # the trie's guarantee: every completion handed to TRL is exactly one catalog item's tokens, EOS included
+    for kw in calls:
+        assert all(trainer.trie.lookup(ids) >= 0 for ids in kw["completion_ids"])
     check_metrics(trainer, strategy)
     if extra.get("add_gt"):
         assert all(v == 1.0 for v in logged(trainer, "rere/target_in_group"))
@@ -226,26 +227,22 @@ def test_train_semantic_and_collaborative_rewards(tiny, tmp_path):
 
 
 # -- construction errors -------------------------------------------------------------------------------------------
-def test_use_vllm_not_implemented(tiny, tmp_path):
-    path, tokenizer = tiny
+def test_use_vllm_not_implemented(tmp_path):
     with pytest.raises(NotImplementedError, match="use_vllm"):
-        ReReTrainer(model=path, args=make_args(tmp_path, use_vllm=True), train_dataset=Dataset.from_list(ROWS),
-                    catalog=TITLES, processing_class=tokenizer)
+        make_args(tmp_path, use_vllm=True)
+    with pytest.raises(NotImplementedError, match="continuous_batching"):
+        make_args(tmp_path, use_transformers_continuous_batching=True)
 
 
-def test_groups_split_across_processes(tiny, tmp_path):
-    """per_device_train_batch_size=4, num_generations=8, steps_per_generation=1: valid for TRL on 2+ processes (its
-    generation batch 4 x world x 1 divides by 8) but a group would straddle processes. In one process TRL's own config
-    check fires first, so the per-process check is exercised by changing the batch size after the config is built."""
-    path, tokenizer = tiny
+def test_groups_split_across_processes(tmp_path, monkeypatch):
+    """per_device_train_batch_size=4, num_generations=8, steps_per_generation=1: valid for TRL on 2 processes (its
+    generation batch 4 x 2 x 1 divides by 8) but a group would straddle processes, so ReReConfig refuses it. In one
+    process TRL's own check fires first; the config is built as on 2 processes to reach ReRe's."""
     with pytest.raises(ValueError, match="num_generations"):
         make_args(tmp_path, per_device_train_batch_size=4)
-    args = make_args(tmp_path)
-    args.per_device_train_batch_size = 4
-    assert args.steps_per_generation == 1
+    monkeypatch.setattr(ReReConfig, "world_size", property(lambda self: 2))
     with pytest.raises(ValueError) as err:
-        ReReTrainer(model=path, args=args, train_dataset=Dataset.from_list(ROWS), catalog=TITLES,
-                    processing_class=tokenizer)
+        make_args(tmp_path, per_device_train_batch_size=4)
     message = str(err.value)
     for setting in ("per_device_train_batch_size (4)", "steps_per_generation (1)", "num_generations (8)"):
         assert setting in message
@@ -343,7 +340,7 @@ def test_save_reload_resume(tiny, tmp_path):
     assert resumed.state.global_step == 4
     assert len(calls) == 2  # only steps 3 and 4 ran
     check_groups(calls, "beam")
-    steps = [h["step"] for h in resumed.state.log_history if "rere/invalid_item_rate" in h]
+    steps = [h["step"] for h in resumed.state.log_history if "rere/target_in_group" in h]
     assert steps == [1, 2, 3, 4]
     for k, v in params(resumed.model).items():
         assert torch.allclose(v, final[k], atol=1e-6), k

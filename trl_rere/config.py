@@ -8,7 +8,8 @@ from dataclasses import dataclass, field
 import torch
 from trl import GRPOConfig
 
-from .trie import DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX
+from .item_format import DEFAULT_PROMPT_SUFFIX, ITEM_FORMATS, get_item_format
+from .rewards import check_reward_names
 
 
 SAMPLING_STRATEGIES = ("beam", "sample", "dynamic")
@@ -17,15 +18,56 @@ SAMPLING_STRATEGIES = ("beam", "sample", "dynamic")
 @dataclass
 class ReReConfig(GRPOConfig):
     r"""
-    Configuration for [`ReReTrainer`]: every [`trl.GRPOConfig`] field, with the ReRe paper's defaults
-    (`num_generations=16`, `beta=1e-3`, `learning_rate=1e-5`, `loss_type="grpo"`, cosine schedule with 3% warmup,
-    `max_grad_norm=0.3`, reference model synced), plus the fields below.
+    Configuration class for [`ReReTrainer`].
 
-    Example:
-    ```python
-    >>> from trl_rere import ReReConfig
-    >>> args = ReReConfig(output_dir="rere-toys", per_device_train_batch_size=64, sampling_strategy="beam")
-    ```
+    Every [`trl.GRPOConfig`] field is accepted. The defaults follow the ReRe paper (`num_generations=16`, `beta=1e-3`,
+    the plain k3 KL estimator, `learning_rate=1e-5`, `loss_type="grpo"`, cosine schedule with 3% warmup,
+    `max_grad_norm=0.3`, reference model synced); the fields below are ReRe's own.
+
+    Parameters:
+        > Parameters that control how groups are drawn
+
+        sampling_strategy (`str`, *optional*, defaults to `"beam"`):
+            How each group of `num_generations` (G) completions is drawn, always constrained to the catalog trie:
+            `"beam"` (ReRe: one beam search per prompt, G distinct items ranked by log-probability), `"sample"`
+            (temperature sampling, duplicates possible) or `"dynamic"` (draw `dynamic_sampling_factor * G` samples,
+            keep the target and the most frequent distinct negatives).
+        beam_width (`int` or `None`, *optional*, defaults to `None`):
+            Beams searched per prompt (>= `num_generations`; the best G are kept). HF beam search is approximate, so a
+            wider beam finds the model's top G more reliably. `None` searches `num_generations` beams.
+        dynamic_sampling_factor (`float`, *optional*, defaults to `1.5`):
+            With `sampling_strategy="dynamic"`: samples drawn per prompt, as a multiple of G.
+        add_gt (`bool`, *optional*, defaults to `False`):
+            Replace the last member of each group that lacks the target with the target item.
+        shared_prompt_cache (`bool`, *optional*, defaults to `False`):
+            Use the beam-search KV cache that reorders only the generated positions (`trl_rere.beam_cache`): faster on
+            CPUs, about even on GPUs, and it holds two copies of the cache during the search.
+
+        > Parameters that control how items are written
+
+        item_format (`str`, *optional*, defaults to `"title"`):
+            How an item is written as a completion: `"title"` (`'"{title}"\n'`, the authors' format) or `"sid"`
+            (`'{title}\n'` with the item's semantic-ID string, MiniOneRec's format). See `trl_rere.item_format`.
+        completion_template (`str` or `None`, *optional*, defaults to `None`):
+            Overrides the item format's completion; must contain `{title}` once. EOS is appended.
+        prompt_suffix (`str` or `None`, *optional*, defaults to `"### Response:\n"`):
+            The fixed ending every prompt has; items are tokenized after it so that BPE merges at the boundary match
+            what the model sees. `None` tokenizes completions on their own.
+        max_prompt_length (`int` or `None`, *optional*, defaults to `None`):
+            Longest prompt, in tokens, that the trainer accepts; a longer one is an error naming its row. To fit
+            prompts, load the data with `load_amazon(..., tokenizer=..., max_prompt_length=...)`, which drops the
+            oldest history items. Prompts must always fit the model's context with the longest item after them.
+
+        > Parameters that control the rewards and logging
+
+        rewards (`list[str]`, *optional*, defaults to `["rule", "ranking"]`):
+            Built-in rewards used when the trainer gets no `reward_funcs`: `"rule"` (1 for the target) and
+            `"ranking"` (ReRe's rank penalty on negatives). `["rule"]` is the rule-only ablation.
+        ranking_metrics_ks (`list[int]`, *optional*, defaults to `[1, 5, 10]`):
+            K values for HR@K / NDCG@K of the target among each training group, logged every step (empty: off).
+        no_signal_steps (`int`, *optional*, defaults to `10`):
+            Warn when the target has been in none of the groups for this many consecutive generation rounds: every
+            reward is then 0 and RL learns nothing. `0` turns the warning off.
     """
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate (ReRe: 1e-5)."})
@@ -38,6 +80,11 @@ class ReReConfig(GRPOConfig):
                   "(the paper: 64)."},
     )
     beta: float = field(default=1e-3, metadata={"help": "KL coefficient to the reference model (ReRe: 1e-3)."})
+    use_bias_correction_kl: bool = field(
+        default=False,
+        metadata={"help": "Multiply the k3 KL term by the importance ratio (TRL's default). ReRe uses the plain k3 "
+                  "estimator, whose gradient this would change."},
+    )
     loss_type: str = field(
         default="grpo",
         metadata={"help": "GRPO loss aggregation; ReRe uses the per-sequence mean ('grpo'). 'dapo', 'dr_grpo', ... "
@@ -47,7 +94,10 @@ class ReReConfig(GRPOConfig):
         default=1.0,
         metadata={"help": "Sampling temperature; keep 1.0 with beam search, whose ranks use the raw log-probs."},
     )
-    warmup_ratio: float = field(default=0.03, metadata={"help": "Linear warmup fraction (ReRe: 0.03)."})
+    warmup_steps: float = field(
+        default=0.03,
+        metadata={"help": "Warmup: a number of steps, or below 1 a fraction of the training steps (ReRe: 0.03)."},
+    )
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (ReRe: cosine)."})
     max_grad_norm: float = field(default=0.3, metadata={"help": "Gradient clipping norm (ReRe: 0.3)."})
     sync_ref_model: bool = field(
@@ -74,16 +124,31 @@ class ReReConfig(GRPOConfig):
     )
     add_gt: bool = field(
         default=False,
-        metadata={"help": "Replace the last member of each group that lacks the target with the ground-truth title."},
+        metadata={"help": "Replace the last member of each group that lacks the target with the target item."},
     )
-    completion_template: str = field(
-        default=DEFAULT_COMPLETION_TEMPLATE,
-        metadata={"help": "How a title is written as a completion; must contain '{title}'. EOS is appended."},
+    shared_prompt_cache: bool = field(
+        default=False,
+        metadata={"help": "Beam-search KV cache that reorders only generated positions: faster on CPU, about even on "
+                  "GPU, twice the cache memory during the search."},
+    )
+    item_format: str = field(
+        default="title",
+        metadata={"help": "How an item is written as a completion: 'title' ('\"{title}\"\\n') or 'sid' "
+                  "('{title}\\n', semantic-ID tokens).", "choices": sorted(ITEM_FORMATS)},
+    )
+    completion_template: str | None = field(
+        default=None,
+        metadata={"help": "Overrides the item format's completion; must contain '{title}' once. EOS is appended."},
     )
     prompt_suffix: str | None = field(
         default=DEFAULT_PROMPT_SUFFIX,
-        metadata={"help": "The fixed ending every prompt has; titles are tokenized after it so BPE merges at the "
+        metadata={"help": "The fixed ending every prompt has; items are tokenized after it so BPE merges at the "
                   "boundary match what the model sees. None tokenizes completions on their own."},
+    )
+    max_prompt_length: int | None = field(
+        default=None,
+        metadata={"help": "Longest prompt in tokens the trainer accepts (an error names a longer row). Fit prompts "
+                  "with load_amazon(..., max_prompt_length=...), which drops the oldest history items."},
     )
     rewards: list[str] = field(
         default_factory=lambda: ["rule", "ranking"],
@@ -95,6 +160,11 @@ class ReReConfig(GRPOConfig):
         metadata={"help": "K values for HR@K/NDCG@K of the target among each training group, logged every step "
                   "(empty list: off)."},
     )
+    no_signal_steps: int = field(
+        default=10,
+        metadata={"help": "Warn when no group has contained the target for this many consecutive generation rounds "
+                  "(RL then gets no signal); 0: off."},
+    )
 
     def __post_init__(self):
         # Without CUDA, a multi-process launch must use gloo or accelerate and DeepSpeed disagree on the world size.
@@ -104,13 +174,12 @@ class ReReConfig(GRPOConfig):
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU that only slows training down.
         if self.beta == 0.0:
             self.sync_ref_model = False  # no reference model exists to sync (TRL would raise)
-        # transformers 5 dropped TrainingArguments.warmup_ratio (warmup_steps < 1 is now the ratio), so this field
-        # would otherwise be ignored and training would run without warmup. An explicit warmup_steps wins.
-        if not 0.0 <= self.warmup_ratio < 1.0:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
-        if not self.warmup_steps and self.warmup_ratio:
-            self.warmup_steps = self.warmup_ratio
+        if isinstance(self.rewards, str):
+            self.rewards = [self.rewards]
         super().__post_init__()
+        self._check_rere_fields()
+
+    def _check_rere_fields(self) -> None:
         if self.sampling_strategy not in SAMPLING_STRATEGIES:
             raise ValueError(f"sampling_strategy must be one of {SAMPLING_STRATEGIES}, got {self.sampling_strategy!r}")
         if self.beam_width is not None and self.beam_width < self.num_generations:
@@ -120,7 +189,36 @@ class ReReConfig(GRPOConfig):
             )
         if self.dynamic_sampling_factor < 1.0:
             raise ValueError(f"dynamic_sampling_factor must be >= 1, got {self.dynamic_sampling_factor}")
-        if "{title}" not in self.completion_template:
-            raise ValueError(f"completion_template {self.completion_template!r} must contain '{{title}}'")
-        if isinstance(self.rewards, str):
-            self.rewards = [self.rewards]
+        # Validates the format's name and the template, and fills the template in from the format.
+        self.completion_template = get_item_format(self.item_format, self.completion_template).completion_template
+        if self.max_prompt_length is not None and self.max_prompt_length < 1:
+            raise ValueError(f"max_prompt_length must be a positive integer or None, got {self.max_prompt_length}")
+        if self.no_signal_steps < 0:
+            raise ValueError(f"no_signal_steps must be >= 0, got {self.no_signal_steps}")
+        check_reward_names(self.rewards, argument="rewards")
+        if self.use_vllm:
+            raise NotImplementedError(
+                "ReReTrainer does not support use_vllm yet: its beam search runs through transformers' generate(). "
+                "Set use_vllm=False."
+            )
+        if self.use_transformers_continuous_batching:
+            raise NotImplementedError(
+                "ReReTrainer does not support use_transformers_continuous_batching: continuous batching cannot run "
+                "a constrained beam search. Set use_transformers_continuous_batching=False."
+            )
+        # One beam search per prompt needs all G completions of a prompt on the same process.
+        per_process = self.per_device_train_batch_size * self.steps_per_generation
+        if per_process % self.num_generations != 0:
+            raise ValueError(
+                f"ReReTrainer runs one beam search per prompt, so each process must hold whole groups: "
+                f"per_device_train_batch_size ({self.per_device_train_batch_size}) x steps_per_generation "
+                f"({self.steps_per_generation}) = {per_process} must be a multiple of num_generations "
+                f"({self.num_generations}). Change per_device_train_batch_size, gradient_accumulation_steps / "
+                f"steps_per_generation, or num_generations."
+            )
+        g_eval = self.num_generations_eval or self.num_generations
+        if self.do_eval and self.eval_strategy != "no" and self.per_device_eval_batch_size % g_eval != 0:
+            raise ValueError(
+                f"per_device_eval_batch_size ({self.per_device_eval_batch_size}) must be a multiple of the eval "
+                f"group size ({g_eval}) so each process holds whole groups"
+            )

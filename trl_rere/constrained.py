@@ -285,18 +285,19 @@ def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor
     return input_ids.to(device), attention_mask.to(device)
 
 
-def tokenize_prompts(tokenizer, prompts: Sequence[str], trie: ItemTrie | None = None) -> list[list[int]]:
-    """Tokenizes prompts and, when the trie was built for a prompt ending, checks that each prompt ends in it and that
-    a completion tokenizes after the prompt exactly as the trie has it (otherwise the trie's tokens would not match
-    what the model sees).
+def tokenize_prompts(tokenizer, prompts: Sequence[str], trie: ItemTrie | None = None, check: bool = True) -> list[list[int]]:
+    """Tokenizes prompts as the model sees them in training and in evaluation alike, with the tokenizer's special
+    tokens (a BOS, for tokenizers that add one, as TRL's SFT and GRPO tokenization do). With `check` and a trie built
+    for a prompt ending, checks that each prompt ends in it and that an item tokenizes after the prompt exactly as the
+    trie has it (otherwise the trie's tokens would not match what the model sees).
 
-    The check probes with the trie's first title: `tokenize(prompt + completion)` must equal `tokenize(prompt)` followed
-    by that title's trie tokens. Comparing the ending's own tokens instead would reject SentencePiece-style tokenizers,
+    The check probes with the trie's first item: `tokenize(prompt + completion)` must equal `tokenize(prompt)` followed
+    by that item's trie tokens. Comparing the ending's own tokens instead would reject SentencePiece-style tokenizers,
     which tokenize the ending differently at the start of a text (a prepended "▁") than inside the prompt, although
     the completion's tokens are the same."""
-    ids = tokenizer(list(prompts), add_special_tokens=False)["input_ids"]
+    ids = tokenizer(list(prompts))["input_ids"]
     suffix = trie.prompt_suffix if trie is not None else None
-    if suffix:
+    if check and suffix:
         for i, p in enumerate(prompts):
             if not p.endswith(suffix):
                 raise ValueError(
@@ -304,18 +305,22 @@ def tokenize_prompts(tokenizer, prompts: Sequence[str], trie: ItemTrie | None = 
                     f"build the trie with the prompt's real ending"
                 )
         if trie.titles is not None:
-            probe = trie.completion_template.format(title=trie.titles[0])
+            probe = trie.item_format.render(trie.titles[0])
             probe_ids = trie.title_token_ids(0)
             if trie.eos_token_id is not None and probe_ids and probe_ids[-1] == trie.eos_token_id:
                 probe_ids = probe_ids[:-1]
-            full = tokenizer([p + probe for p in prompts], add_special_tokens=False)["input_ids"]
+            full = tokenizer([p + probe for p in prompts])["input_ids"]
             for i, (row, both) in enumerate(zip(ids, full)):
                 if both != row + probe_ids:
-                    raise ValueError(
-                        f"prompt {i}: the completion {probe!r} does not tokenize after it as the trie has it: the "
-                        f"prompt's ending {suffix!r} merges with the text around it; put a separator (e.g. a newline) "
-                        f"before it"
+                    appended = tokenizer("x")["input_ids"][-1:] != tokenizer("x", add_special_tokens=False)["input_ids"][-1:]
+                    reason = (
+                        "the tokenizer appends special tokens to every text (its post-processor), which would sit "
+                        "between prompt and completion; use a tokenizer that only prepends them"
+                        if appended
+                        else f"the prompt's ending {suffix!r} merges with the text around it; put a separator (e.g. "
+                        f"a newline) before it"
                     )
+                    raise ValueError(f"prompt {i}: the completion {probe!r} does not tokenize after it as the trie has it: {reason}")
     return ids
 
 

@@ -20,6 +20,7 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict, Features, Sequence as SequenceFeature, Value
 
 from .catalog import ItemCatalog
+from .item_format import ItemFormat, get_item_format
 
 
 class DataError(ValueError):
@@ -484,20 +485,24 @@ def synthetic_catalog_dataset(
     return catalog, Dataset.from_dict(records, features=_FEATURES)
 
 
-def sft_dataset(dataset: Dataset, completion_template: str = '"{title}"\n') -> Dataset:
+def sft_dataset(
+    dataset: Dataset, completion_template: str | None = None, item_format: str | ItemFormat = "title"
+) -> Dataset:
     """The prompt-completion view for TRL's `SFTTrainer` (METHOD 6): `prompt` as is, `completion` the target written
-    with `completion_template`; SFTTrainer appends EOS and, for prompt-completion data, trains on the completion only.
+    as `item_format` writes it (`'"{title}"\\n'` for titles, `'{title}\\n'` for SIDs; `completion_template`
+    overrides it); SFTTrainer appends EOS and, for prompt-completion data, trains on the completion only.
 
     Example:
     ```python
-    >>> from trl import SFTTrainer
-    >>> trainer = SFTTrainer(model="Qwen/Qwen2-0.5B", train_dataset=sft_dataset(splits["train"]))
+    >>> from trl_rere.data import sft_dataset, synthetic_catalog_dataset
+    >>> _, dataset = synthetic_catalog_dataset(num_items=16, num_users=4)
+    >>> sft_dataset(dataset)[0]["completion"] == f'"{dataset[0]["target"]}"\\n'
+    True
     ```
     """
-    if "{title}" not in completion_template:
-        raise ValueError(f"completion_template {completion_template!r} must contain '{{title}}'")
+    item_format = get_item_format(item_format, completion_template)
     for column in ("prompt", "target"):
         if column not in dataset.column_names:
             raise ValueError(f"sft_dataset needs a '{column}' column (has {dataset.column_names})")
-    completions = [completion_template.format(title=t) for t in dataset["target"]]
+    completions = [item_format.render(t) for t in dataset["target"]]
     return Dataset.from_dict({"prompt": dataset["prompt"], "completion": completions})

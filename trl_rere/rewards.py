@@ -15,19 +15,17 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-
-def _completion_title(completion) -> str:
-    if isinstance(completion, list):  # conversational: [{"role": "assistant", "content": ...}]
-        completion = completion[-1]["content"]
-    text = completion.strip()
-    if len(text) >= 2 and text[0] == '"' and text[-1] == '"':
-        text = text[1:-1]
-    return text
+from .item_format import get_item_format
 
 
 def _titles(completions, kwargs) -> list[str]:
+    """The item each completion names: the sampler's `beam_title` when the trainer passes it, otherwise the
+    completion text parsed with `item_format` (a name or `ItemFormat`, default `"title"`)."""
     titles = kwargs.get("beam_title")
-    return list(titles) if titles is not None else [_completion_title(c) for c in completions]
+    if titles is not None:
+        return list(titles)
+    item_format = get_item_format(kwargs.get("item_format") or "title")
+    return [item_format.parse(c) for c in completions]
 
 
 def _is_placeholder(kwargs, i: int) -> bool:
@@ -119,6 +117,22 @@ BUILTIN_REWARDS: dict[str, Callable] = {
 }
 
 
+def check_reward_names(reward_funcs, argument: str = "reward_funcs") -> None:
+    """Rejects a string that is neither a built-in reward name nor a plausible reward-model id or path.
+
+    TRL would take any other string for a reward-model id and fail much later with an unrelated hub error."""
+    if reward_funcs is None:
+        return
+    if not isinstance(reward_funcs, (list, tuple)):
+        reward_funcs = [reward_funcs]
+    for f in reward_funcs:
+        if isinstance(f, str) and f not in BUILTIN_REWARDS and "/" not in f and not os.path.exists(f):
+            raise ValueError(
+                f"{argument}: unknown reward {f!r}: use one of {sorted(BUILTIN_REWARDS)}, a callable or a reward "
+                f"model id"
+            )
+
+
 def resolve_reward_funcs(reward_funcs) -> list:
     """Maps built-in reward names ("rule", "ranking") to their callables; callables, reward-model ids and models pass
     through, so names and user functions can be mixed."""
@@ -126,8 +140,5 @@ def resolve_reward_funcs(reward_funcs) -> list:
         return []
     if not isinstance(reward_funcs, (list, tuple)):
         reward_funcs = [reward_funcs]
-    for f in reward_funcs:
-        # TRL would take any other string for a reward-model id and fail later with an unrelated hub error.
-        if isinstance(f, str) and f not in BUILTIN_REWARDS and "/" not in f and not os.path.exists(f):
-            raise ValueError(f"unknown reward {f!r}: use one of {sorted(BUILTIN_REWARDS)}, a callable or a reward model id")
+    check_reward_names(reward_funcs)
     return [BUILTIN_REWARDS.get(f, f) if isinstance(f, str) else f for f in reward_funcs]

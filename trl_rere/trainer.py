@@ -4,24 +4,29 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
-import torch
 from accelerate.logging import get_logger
-from accelerate.utils import is_peft_model
+from accelerate.utils import gather_object, is_peft_model
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
 
 from .catalog import ItemCatalog
 from .config import ReReConfig
-from .constrained import _left_pad, generate_beams, tokenize_prompts
+from .constrained import tokenize_prompts
+from .evaluation import ranking_metrics
 from .rewards import resolve_reward_funcs
-from .sampling import beam_groups, insert_ground_truth, sample_from_trie, sample_groups
+from .sampling import draw_groups
 from .trie import ItemTrie
 
 
 logger = get_logger(__name__)
+
+# The per-completion fields the sampler hands to every reward function, next to the dataset columns.
+BEAM_FIELDS = ("beam_rank", "beam_score", "beam_title", "beam_item_id", "group_id")
+
 
 def _as_catalog(catalog) -> ItemCatalog:
     if isinstance(catalog, ItemCatalog):
@@ -33,27 +38,40 @@ def _as_catalog(catalog) -> ItemCatalog:
     raise TypeError(f"catalog must be an ItemCatalog, a path to an info file or a list of titles, got {type(catalog)}")
 
 
+def _describe(row: dict) -> str:
+    user = f"user_id {row['user_id']!r}, " if "user_id" in row else ""
+    return f"{user}prompt starting {str(row.get('prompt', ''))[:60]!r}"
+
+
 class ReReTrainer(GRPOTrainer):
     """GRPO for generative recommendation with ReRe's sampling and rewards.
 
-    Only generation and the reward inputs differ from [`trl.GRPOTrainer`]: for each unique prompt one constrained
-    beam search of `num_generations` (G) beams over the catalog's title trie gives G distinct real items ranked by
-    the model's log-probability (or, for the ablations, trie-constrained sampling); each completion's `beam_rank`,
-    `beam_score`, `beam_title`, `beam_item_id` and `group_id` are passed to the reward functions next to the dataset
-    columns. Loss, KL, reference-model sync, PEFT, DeepSpeed, logging and checkpointing are TRL's.
+    ReRe changes two things about [`trl.GRPOTrainer`]. Its completions are drawn from the item catalog: each unique
+    prompt gets one beam search of `num_generations` (G) beams constrained to the catalog's token trie, so a group
+    is G distinct real items ranked by the model's own log-probability (`sampling_strategy="sample"` / `"dynamic"`
+    draw the groups by constrained sampling instead, for the ablations). And its rewards see those ranks: every
+    completion's `beam_rank`, `beam_score`, `beam_title`, `beam_item_id` and `group_id` reach the reward functions
+    next to the dataset columns, and the default rewards are the rule reward plus ReRe's ranking reward. The sampling
+    is passed to TRL as its `rollout_func`; the loss, the KL term, reference-model sync, PEFT, DeepSpeed, logging and
+    checkpointing are GRPOTrainer's, and so are the constructor's parameters, with `catalog` added.
 
-    Datasets need a `prompt` column (text ending in `args.prompt_suffix`) and a `target` column (the target title).
+    Datasets need a `prompt` column (text ending in `args.prompt_suffix`) and a `target` column (the target item as
+    the catalog names it: its title, or its SID string with `item_format="sid"`).
 
     Example:
     ```python
     >>> from trl_rere import ReReConfig, ReReTrainer
-    >>> trainer = ReReTrainer(
-    ...     model="Qwen/Qwen2-0.5B",
-    ...     args=ReReConfig(output_dir="rere-toys", per_device_train_batch_size=64),
-    ...     train_dataset=dataset,  # columns: prompt, target
-    ...     catalog="data/info/Toys_and_Games_5_2016-10-2018-11.txt",
-    ... )  # reward_funcs=None: ReRe's rule + ranking reward
-    >>> trainer.train()
+    >>> from trl_rere.data import synthetic_catalog_dataset
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog, dataset = synthetic_catalog_dataset(num_items=16, num_users=8)
+    >>> tokenizer = train_tokenizer(list(catalog.titles) + list(dataset["prompt"]))
+    >>> tiny_causal_lm(tokenizer).save_pretrained("tiny-model")  # with beta > 0 the reference loads from a path
+    >>> args = ReReConfig(output_dir="rere-tiny", num_generations=4, per_device_train_batch_size=8, max_steps=1,
+    ...                   report_to=[], use_cpu=True)
+    >>> trainer = ReReTrainer(model="tiny-model", args=args, train_dataset=dataset, processing_class=tokenizer,
+    ...                       catalog=catalog)  # reward_funcs=None: ReRe's rule + ranking reward
+    >>> trainer.train().global_step
+    1
     ```
     """
 
@@ -63,17 +81,21 @@ class ReReTrainer(GRPOTrainer):
     def __init__(
         self,
         model,
+        reward_funcs=None,
         args: ReReConfig | None = None,
         train_dataset=None,
-        catalog: ItemCatalog | str | os.PathLike | Sequence[str] | None = None,
-        reward_funcs=None,
         eval_dataset=None,
         processing_class=None,
         reward_processing_classes=None,
         callbacks=None,
         optimizers=(None, None),
+        quantization_config=None,
         peft_config=None,
-        **kwargs,
+        tools: list[Callable] | None = None,
+        rollout_func: Callable | None = None,
+        environment_factory=None,
+        *,
+        catalog: ItemCatalog | str | os.PathLike | Sequence[str] | None = None,
     ):
         if catalog is None:
             raise ValueError("ReReTrainer needs the item `catalog` (ItemCatalog, info-file path or list of titles)")
@@ -82,20 +104,10 @@ class ReReTrainer(GRPOTrainer):
             args = ReReConfig(f"{str(name).split('/')[-1]}-ReRe")
         elif not isinstance(args, ReReConfig):
             raise TypeError(f"args must be a ReReConfig (a GRPOConfig with ReRe's fields), got {type(args).__name__}")
-        for unsupported in ("rollout_func", "tools", "environment_factory"):
-            if kwargs.get(unsupported) is not None:
-                raise ValueError(f"ReReTrainer generates from the catalog trie itself; `{unsupported}` is not supported")
-        if args.use_vllm:
-            raise NotImplementedError(
-                "ReReTrainer does not support use_vllm yet: its beam search runs through transformers' generate(). "
-                "Set use_vllm=False."
-            )
-        if args.use_transformers_continuous_batching:
-            raise NotImplementedError(
-                "ReReTrainer does not support use_transformers_continuous_batching: continuous batching cannot run "
-                "a constrained beam search. Set use_transformers_continuous_batching=False."
-            )
-        self._check_whole_groups(args, eval_dataset is not None)
+        for name, value in (("tools", tools), ("rollout_func", rollout_func), ("environment_factory",
+                                                                               environment_factory)):
+            if value is not None:
+                raise ValueError(f"ReReTrainer generates from the catalog trie itself; `{name}` is not supported")
         uses_peft = peft_config is not None or (not isinstance(model, str) and is_peft_model(model))
         if uses_peft and args.sync_ref_model:
             # With PEFT the reference is the base model (adapter disabled); TRL cannot sync it and refuses.
@@ -110,45 +122,49 @@ class ReReTrainer(GRPOTrainer):
         reward_funcs = resolve_reward_funcs(reward_funcs if reward_funcs is not None else args.rewards)
         if not reward_funcs:
             raise ValueError("no reward functions: pass reward_funcs or set args.rewards (e.g. ['rule', 'ranking'])")
-        super().__init__(
-            model=model,
-            reward_funcs=reward_funcs,
-            args=args,
-            train_dataset=train_dataset,
-            eval_dataset=eval_dataset,
-            processing_class=processing_class,
-            reward_processing_classes=reward_processing_classes,
-            callbacks=callbacks,
-            optimizers=optimizers,
-            peft_config=peft_config,
-        )
+        with warnings.catch_warnings():
+            # rollout_func is TRL's documented extension point for custom generation; its "experimental" notice is
+            # about TRL's API, which this package pins, not something the user can act on.
+            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            super().__init__(
+                model=model,
+                reward_funcs=reward_funcs,
+                args=args,
+                train_dataset=train_dataset,
+                eval_dataset=eval_dataset,
+                processing_class=processing_class,
+                reward_processing_classes=reward_processing_classes,
+                callbacks=callbacks,
+                optimizers=optimizers,
+                quantization_config=quantization_config,
+                peft_config=peft_config,
+                rollout_func=self.rollout,
+            )
         self.trie = ItemTrie.from_catalog(
-            self.catalog, self._tokenizer, args.completion_template, args.prompt_suffix
+            self.catalog, self.tokenizer, args.completion_template, args.prompt_suffix, item_format=args.item_format
         )
+        self._check_group_size()
         for split, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             self._check_targets(split, dataset)
-        self._rere_targets: list[str] = []
-        self._rere_fields: dict[str, list] = {}
+        self._rows: list[dict] = []  # the batch being generated for, from training_step / prediction_step
+        self._checked_prompts: set[str] = set()
+        self._rounds_without_target = 0
+
+    @property
+    def tokenizer(self):
+        """The text tokenizer (the processing class itself, or a processor's tokenizer)."""
+        return getattr(self.processing_class, "tokenizer", self.processing_class)
 
     # -- construction checks ------------------------------------------------------------------------------------
-    @staticmethod
-    def _check_whole_groups(args: ReReConfig, has_eval: bool) -> None:
-        # One beam search per prompt needs all G completions of a prompt on the same process.
-        per_process = args.per_device_train_batch_size * args.steps_per_generation
-        if per_process % args.num_generations != 0:
-            raise ValueError(
-                f"ReReTrainer runs one beam search per prompt, so each process must hold whole groups: "
-                f"per_device_train_batch_size ({args.per_device_train_batch_size}) x steps_per_generation "
-                f"({args.steps_per_generation}) = {per_process} must be a multiple of num_generations "
-                f"({args.num_generations}). Change per_device_train_batch_size, gradient_accumulation_steps / "
-                f"steps_per_generation, or num_generations."
-            )
-        g_eval = args.num_generations_eval or args.num_generations
-        if has_eval and args.per_device_eval_batch_size % g_eval != 0:
-            raise ValueError(
-                f"per_device_eval_batch_size ({args.per_device_eval_batch_size}) must be a multiple of the eval "
-                f"group size ({g_eval}) so each process holds whole groups"
-            )
+    def _check_group_size(self) -> None:
+        if self.args.sampling_strategy != "beam":
+            return  # sampling may repeat items
+        for name, g in (("num_generations", self.num_generations), ("num_generations_eval", self.num_generations_eval)):
+            if g is not None and len(self.trie) < g:
+                raise ValueError(
+                    f"the catalog has {len(self.trie)} distinct items but {name} is {g}: a beam search cannot return "
+                    f"{g} distinct items. Lower {name} or use a larger catalog."
+                )
 
     def _check_targets(self, split: str, dataset) -> None:
         if dataset is None or not hasattr(dataset, "column_names"):
@@ -163,36 +179,76 @@ class ReReTrainer(GRPOTrainer):
                     raise ValueError(f"{split} needs a '{column}' column (has {names})")
             for row, target in enumerate(ds["target"]):
                 if target not in self.catalog:
-                    raise ValueError(f"{split} row {row}: target {target!r} is not a catalog title")
+                    raise ValueError(f"{split} row {row}: target {target!r} is not in the catalog")
 
-    # -- generation ---------------------------------------------------------------------------------------------
-    def _generate_and_score_completions(self, inputs):
-        # The sampler needs the targets (dynamic sampling, add_gt, metrics); TRL only hands it token ids.
-        self._rere_targets = [x["target"] for x in inputs]
-        group_size = self.num_generations if self.model.training else self.num_generations_eval
-        unique_prompts = [x["prompt"] for x in inputs[::group_size]]
-        if isinstance(unique_prompts[0], str):
-            # Titles must tokenize after these prompts exactly as the trie has them, or beams would be off-catalog.
-            tokenize_prompts(self._tokenizer, unique_prompts, self.trie)
-        return super()._generate_and_score_completions(inputs)
+    # -- the rows behind the prompts ----------------------------------------------------------------------------
+    # TRL hands rollout_func the prompts only; the sampler also needs each row's target (dynamic sampling, add_gt,
+    # the group metrics). Both public entry points that lead to generation see the rows first.
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        self._rows = inputs
+        return super().training_step(model, inputs, num_items_in_batch)
 
-    def _generate(self, prompts):
-        outputs = super()._generate(prompts)
-        # TRL merges this dict row-wise into the inputs and passes it to every reward function.
-        outputs[5].update(self._rere_fields)
-        return outputs
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        self._rows = inputs
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
-    def _generate_single_turn(self, prompt_ids, images, multimodal_fields, num_generations, has_tool_images=False):
+    def _targets_for(self, prompts: list[str]) -> list[str]:
+        rows = self._rows
+        if len(rows) != len(prompts) or any(r.get("prompt") != p for r, p in zip(rows, prompts)):
+            raise RuntimeError(
+                "ReReTrainer.rollout got prompts that are not those of the current batch; it must be called by "
+                "GRPOTrainer from training_step / prediction_step"
+            )
+        if any("target" not in r for r in rows):
+            raise ValueError(f"every row needs a 'target' column (a row has {sorted(rows[0])})")
+        return [r["target"] for r in rows]
+
+    def encode_prompts(self, prompts: Sequence[str], rows: Sequence[dict] | None = None) -> list[list[int]]:
+        """Token ids of prompts, as training and evaluation both feed them to the model.
+
+        Each distinct prompt is checked once: it must end in the trie's prompt ending with items tokenizing after it
+        as the trie has them, fit `args.max_prompt_length`, and fit the model's context with the longest item. An
+        error names the prompt's row (`rows[i]`, its `user_id` when it has one).
+        """
+        rows = rows if rows is not None else [{"prompt": p} for p in prompts]
+        ids = tokenize_prompts(self.tokenizer, prompts, self.trie, check=False)
+        new = [i for i, p in enumerate(prompts) if p not in self._checked_prompts]
+        if new:
+            tokenize_prompts(self.tokenizer, [prompts[i] for i in new], self.trie)
+            context = getattr(self.model.config, "max_position_embeddings", None)
+            for i in new:
+                n = len(ids[i])
+                if self.args.max_prompt_length is not None and n > self.args.max_prompt_length:
+                    raise ValueError(
+                        f"a prompt has {n} tokens, more than max_prompt_length={self.args.max_prompt_length} "
+                        f"({_describe(rows[i])}); load the data with load_amazon(..., tokenizer=..., "
+                        f"max_prompt_length=...) to drop the oldest history items"
+                    )
+                if context is not None and n + self.trie.max_length > context:
+                    raise ValueError(
+                        f"a prompt has {n} tokens and the longest item {self.trie.max_length} more, beyond the "
+                        f"model's context of {context} positions ({_describe(rows[i])}); shorten the prompts, e.g. "
+                        f"load_amazon(..., tokenizer=..., max_prompt_length={context - self.trie.max_length})"
+                    )
+            self._checked_prompts.update(prompts[i] for i in new)
+        return ids
+
+    # -- generation: TRL's rollout_func -------------------------------------------------------------------------
+    def rollout(self, prompts: list[str], trainer: GRPOTrainer | None = None) -> dict[str, list]:
+        """Draws the groups for this process's prompts (TRL's repeated layout `[p0]*G + [p1]*G + ...`).
+
+        Returns TRL's rollout fields (`prompt_ids`, `completion_ids`, `logprobs=None`: TRL recomputes them) and, per
+        completion, the fields of `BEAM_FIELDS`, which TRL forwards to the reward functions.
+        """
         args: ReReConfig = self.args
-        group_size = num_generations
-        num_prompts = len(prompt_ids) // group_size
-        unique = [prompt_ids[i * group_size] for i in range(num_prompts)]
-        if any(prompt_ids[i] != unique[i // group_size] for i in range(len(prompt_ids))):
+        group_size = self.num_generations if self.model.training else self.num_generations_eval
+        num_prompts = len(prompts) // group_size
+        targets = self._targets_for(prompts)
+        if any(prompts[i] != prompts[(i // group_size) * group_size] for i in range(len(prompts))):
             raise RuntimeError("expected the repeated-prompt layout [p0]*G + [p1]*G + ... from TRL's RepeatSampler")
-        targets = [self.catalog.index(t) if t in self.catalog else -1 for t in self._rere_targets[::group_size]]
-        pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else self.trie.eos_token_id
-        input_ids, attention_mask = _left_pad(unique, pad_id, self.accelerator.device)
-
+        prompt_ids = self.encode_prompts(prompts[::group_size], self._rows[::group_size])
+        target_index = [self.catalog.index(t) if t in self.catalog else -1 for t in targets[::group_size]]
+        tokenizer = self.tokenizer
         with (
             profiling_context(self, "rere.generate"),
             unwrap_model_for_generation(
@@ -201,93 +257,76 @@ class ReReTrainer(GRPOTrainer):
                 gather_deepspeed3_params=args.ds3_gather_for_generation,
                 gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
             ) as unwrapped_model,
-            torch.no_grad(),
             self._dist.summon_full_params(self.model_wrapped, recurse=False),
         ):
-            # TRL leaves dropout on during generation; beams must be ranked by the deterministic policy.
-            was_training = unwrapped_model.training
-            unwrapped_model.eval()
-            try:
-                if args.sampling_strategy == "beam":
-                    width = max(args.beam_width or group_size, group_size)
-                    completion_ids, scores = generate_beams(
-                        unwrapped_model, input_ids, attention_mask, self.trie, num_beams=width, pad_token_id=pad_id
-                    )
-                else:
-                    draws = group_size
-                    if args.sampling_strategy == "dynamic":
-                        draws = math.ceil(args.dynamic_sampling_factor * group_size)
-                    completion_ids, scores = sample_from_trie(
-                        unwrapped_model,
-                        input_ids,
-                        attention_mask,
-                        self.trie,
-                        num_samples=draws,
-                        pad_token_id=pad_id,
-                        temperature=args.temperature,
-                        top_p=args.top_p,
-                        top_k=args.top_k,
-                    )
-            finally:
-                unwrapped_model.train(was_training)
-
-        if args.sampling_strategy == "beam":
-            groups = beam_groups(self.trie, completion_ids, scores, num_prompts, group_size)
-        else:
-            groups = sample_groups(
-                self.trie, completion_ids, scores, num_prompts, group_size, args.sampling_strategy == "dynamic", targets
+            groups = draw_groups(
+                unwrapped_model,
+                prompt_ids,
+                self.trie,
+                args.sampling_strategy,
+                group_size,
+                target_index,
+                pad_token_id=tokenizer.pad_token_id,
+                beam_width=args.beam_width,
+                dynamic_sampling_factor=args.dynamic_sampling_factor,
+                temperature=args.temperature,
+                top_p=args.top_p,
+                top_k=args.top_k,
+                add_gt=args.add_gt,
+                shared_prompt_cache=args.shared_prompt_cache,
             )
-        if args.add_gt:
-            insert_ground_truth(groups, self.trie, targets)
-
         offset = self.accelerator.process_index * num_prompts
-        fields = {"beam_rank": [], "beam_score": [], "beam_title": [], "beam_item_id": [], "group_id": []}
-        completion_ids_list = []
+        output: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
+        output.update({name: [] for name in BEAM_FIELDS})
         for g, members in enumerate(groups):
             for m in members:
-                title = self.trie.title(m.title_index)
-                completion_ids_list.append(list(m.token_ids))
-                fields["beam_rank"].append(m.rank)
-                fields["beam_score"].append(m.score)
-                fields["beam_title"].append(title)
-                fields["beam_item_id"].append(self.catalog.item_ids(title)[0])
-                fields["group_id"].append(offset + g)
-        self._rere_fields = fields
-        self._log_group_metrics(groups, targets, completion_ids_list)
-        return completion_ids_list, None
+                output["prompt_ids"].append(prompt_ids[g])
+                output["completion_ids"].append(list(m.token_ids))
+                output["beam_rank"].append(m.rank)
+                output["beam_score"].append(m.score)
+                output["beam_title"].append(m.title)
+                output["beam_item_id"].append(m.item_ids[0])
+                output["group_id"].append(offset + g)
+        self._log_group_metrics(groups, target_index)
+        return output
 
     # -- metrics ------------------------------------------------------------------------------------------------
-    def _log_group_metrics(self, groups, targets, completion_ids_list) -> None:
+    def _log_group_metrics(self, groups, targets: list[int]) -> None:
         mode = "train" if self.model.training else "eval"
-        ks = list(self.args.ranking_metrics_ks or [])
         rows = []
         for members, target in zip(groups, targets):
             real = [m for m in members if m.rank >= 0]
             ranks = [m.rank for m in real if m.title_index == target]
-            rank = min(ranks) if ranks else math.inf
             finite = [m.score for m in real if math.isfinite(m.score)]
             rows.append(
-                [
-                    float(bool(ranks)),
-                    float(len({m.title_index for m in real})),
-                    sum(finite) / len(finite) if finite else 0.0,
-                    float(len(finite)),
-                ]
-                + [float(rank < k) for k in ks]
-                + [1.0 / math.log2(rank + 2) if rank < k else 0.0 for k in ks]
+                {
+                    "rank": min(ranks) if ranks else None,
+                    "distinct": len({m.title_index for m in real}),
+                    "score_sum": sum(finite),
+                    "score_count": len(finite),
+                }
             )
-        # Honest validity check: every completion handed to TRL must decode to a catalog title.
-        invalid = sum(self.trie.lookup(ids) < 0 for ids in completion_ids_list)
-        stats = torch.tensor(rows, dtype=torch.float64, device=self.accelerator.device)
-        totals = torch.tensor([float(invalid), float(len(completion_ids_list))], device=self.accelerator.device)
-        stats = self.accelerator.gather(stats).cpu()
-        totals = self.accelerator.gather(totals.unsqueeze(0)).sum(0).cpu()
+        if self.accelerator.num_processes > 1:
+            rows = gather_object(rows)
         metrics = self._metrics[mode]
-        metrics["rere/target_in_group"].append(stats[:, 0].mean().item())
-        metrics["rere/distinct_items_per_group"].append(stats[:, 1].mean().item())
-        weights = stats[:, 3]
-        metrics["rere/mean_beam_score"].append(((stats[:, 2] * weights).sum() / weights.sum().clamp(min=1)).item())
-        metrics["rere/invalid_item_rate"].append((totals[0] / totals[1].clamp(min=1)).item())
-        for j, k in enumerate(ks):
-            metrics[f"rere/HR@{k}"].append(stats[:, 4 + j].mean().item())
-            metrics[f"rere/NDCG@{k}"].append(stats[:, 4 + len(ks) + j].mean().item())
+        in_group = sum(r["rank"] is not None for r in rows) / len(rows)
+        metrics["rere/target_in_group"].append(in_group)
+        metrics["rere/distinct_items_per_group"].append(sum(r["distinct"] for r in rows) / len(rows))
+        count = sum(r["score_count"] for r in rows)
+        metrics["rere/mean_beam_score"].append(sum(r["score_sum"] for r in rows) / max(count, 1))
+        ks = list(self.args.ranking_metrics_ks or [])
+        if ks:
+            for name, value in ranking_metrics([r["rank"] for r in rows], ks).items():
+                metrics[f"rere/{name}"].append(value)
+        if mode == "train":
+            self._warn_without_signal(in_group)
+
+    def _warn_without_signal(self, in_group: float) -> None:
+        self._rounds_without_target = 0 if in_group > 0 else self._rounds_without_target + 1
+        if self.args.no_signal_steps and self._rounds_without_target == self.args.no_signal_steps:
+            logger.warning(
+                f"RL receives no signal: the target has been in none of the groups for {self._rounds_without_target} "
+                f"generation rounds, so every reward is 0, the advantages are 0 and the policy gradient vanishes. "
+                f"Warm-start from a stronger SFT model, widen the search (beam_width) or draw larger groups "
+                f"(num_generations); add_gt=True puts the target into every group."
+            )

@@ -16,10 +16,7 @@ import numpy as np
 import torch
 
 from .catalog import ItemCatalog
-
-
-DEFAULT_COMPLETION_TEMPLATE = '"{title}"\n'
-DEFAULT_PROMPT_SUFFIX = "### Response:\n"
+from .item_format import DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX, ItemFormat, get_item_format
 
 
 class TrieBoundaryError(ValueError):
@@ -57,11 +54,13 @@ def tokenize_completions(
 
 
 class ItemTrie:
-    """The token trie of every catalog title, as generated after the prompt.
+    """The token trie of every catalog item, as generated after the prompt.
 
-    Each path from the root to a leaf is the token sequence of one completion `completion_template.format(title=...)`
-    followed by EOS, tokenized in the context of the prompt's fixed ending `prompt_suffix`. A title that is a prefix of
-    another stays reachable because every path ends in EOS.
+    Each path from the root to a leaf is the token sequence of one item's completion (`item_format.render(title)`,
+    see `trl_rere.item_format`) followed by EOS, tokenized in the context of the prompt's fixed ending
+    (`item_format.prompt_suffix`). An item that is a prefix of another stays reachable because every path ends in EOS.
+    Built from raw token sequences, `completion_template` / `prompt_suffix` (or an `item_format`) say how they were
+    written.
 
     Example:
     ```python
@@ -83,14 +82,16 @@ class ItemTrie:
         vocab_size: int | None = None,
         completion_template: str = DEFAULT_COMPLETION_TEMPLATE,
         prompt_suffix: str | None = DEFAULT_PROMPT_SUFFIX,
+        item_format: ItemFormat | None = None,
     ):
         if not sequences:
             raise ValueError("cannot build a trie from an empty list of titles")
         self.catalog = catalog
         self.titles = list(titles) if titles is not None else (catalog.titles if catalog is not None else None)
         self.eos_token_id = eos_token_id
-        self.completion_template = completion_template
-        self.prompt_suffix = prompt_suffix
+        if item_format is None:
+            item_format = ItemFormat("title", completion_template, prompt_suffix)
+        self.item_format = item_format
         lengths = np.fromiter((len(s) for s in sequences), dtype=np.int64, count=len(sequences))
         if (lengths == 0).any():
             bad = int(np.argmax(lengths == 0))
@@ -177,18 +178,21 @@ class ItemTrie:
         cls,
         catalog: ItemCatalog,
         tokenizer,
-        completion_template: str = DEFAULT_COMPLETION_TEMPLATE,
-        prompt_suffix: str | None = DEFAULT_PROMPT_SUFFIX,
+        completion_template: str | None = None,
+        prompt_suffix: str | None = ...,
         add_eos: bool = True,
+        item_format: str | ItemFormat = "title",
     ) -> ItemTrie:
-        """Tokenizes every title of `catalog` as a completion after `prompt_suffix` and builds the trie."""
-        if "{title}" not in completion_template:
-            raise ValueError(f"completion_template {completion_template!r} must contain '{{title}}'")
+        """Tokenizes every item of `catalog` as a completion after the prompt's fixed ending and builds the trie.
+
+        The completion and the ending come from `item_format` (`"title"`, `"sid"` or an `ItemFormat`);
+        `completion_template` / `prompt_suffix` override them."""
+        item_format = get_item_format(item_format, completion_template, prompt_suffix)
         eos = tokenizer.eos_token_id
         if add_eos and eos is None:
             raise ValueError("the tokenizer has no eos_token_id; set one or pass add_eos=False")
-        texts = [completion_template.format(title=t) for t in catalog.titles]
-        seqs = tokenize_completions(texts, tokenizer, prompt_suffix)
+        texts = [item_format.render(t) for t in catalog.titles]
+        seqs = tokenize_completions(texts, tokenizer, item_format.prompt_suffix)
         if add_eos:
             for s in seqs:
                 s.append(eos)
@@ -197,9 +201,16 @@ class ItemTrie:
             catalog=catalog,
             eos_token_id=eos,
             vocab_size=max(len(tokenizer), getattr(tokenizer, "vocab_size", 0) or 0),
-            completion_template=completion_template,
-            prompt_suffix=prompt_suffix,
+            item_format=item_format,
         )
+
+    @property
+    def completion_template(self) -> str:
+        return self.item_format.completion_template
+
+    @property
+    def prompt_suffix(self) -> str | None:
+        return self.item_format.prompt_suffix
 
     # -- queries ------------------------------------------------------------------------------------------------
     @property

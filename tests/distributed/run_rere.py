@@ -244,7 +244,7 @@ def _gathered_state_dict(trainer, stage: int) -> dict[str, torch.Tensor]:
 def train(args) -> None:
     from datasets import Dataset
 
-    import trl_rere.trainer as rere_trainer_module
+    import trl_rere.sampling as sampling_module
     from trl_rere import ReReConfig, ReReTrainer
 
     assets = _ensure_assets(args)
@@ -265,35 +265,38 @@ def train(args) -> None:
 
         return recorded
 
-    rere_trainer_module.generate_beams = recording(rere_trainer_module.generate_beams)
-    rere_trainer_module.sample_from_trie = recording(rere_trainer_module.sample_from_trie)
+    # draw_groups looks these up in trl_rere.sampling at call time
+    sampling_module.generate_beams = recording(sampling_module.generate_beams)
+    sampling_module.sample_from_trie = recording(sampling_module.sample_from_trie)
 
 
     groups_seen: list[dict] = []
     catalog_titles = set(data["titles"])
 
     class RecordingReReTrainer(ReReTrainer):
-        def _generate_single_turn(self, prompt_ids, *a, **k):
-            result = super()._generate_single_turn(prompt_ids, *a, **k)
+        def rollout(self, prompts, trainer=None):
+            fields = super().rollout(prompts, trainer)
             g = NUM_GENERATIONS
-            fields = self._rere_fields
+            targets = [r["target"] for r in self._rows]
             for start in range(0, len(fields["beam_title"]), g):
                 titles = fields["beam_title"][start : start + g]
                 groups_seen.append(
                     {
                         "step": self.state.global_step,
-                        "prompt": self._tokenizer.decode(prompt_ids[start]),
-                        "prompt_tokens": len(prompt_ids[start]),
-                        "target": self._rere_targets[start],
+                        "prompt": self.tokenizer.decode(fields["prompt_ids"][start]),
+                        "prompt_tokens": len(fields["prompt_ids"][start]),
+                        "target": targets[start],
                         "titles": titles,
                         "ranks": fields["beam_rank"][start : start + g],
                         "scores": fields["beam_score"][start : start + g],
                         "valid": all(t in catalog_titles for t in titles),
                         "distinct": len(set(titles)) == len(titles),
-                        "completions": [self._tokenizer.decode(c) for c in result[0][start : start + g]],
+                        # the trie's guarantee: each completion is exactly one catalog item's tokens, EOS included
+                        "on_trie": all(self.trie.lookup(c) >= 0 for c in fields["completion_ids"][start : start + g]),
+                        "completions": [self.tokenizer.decode(c) for c in fields["completion_ids"][start : start + g]],
                     }
                 )
-            return result
+            return fields
 
     config = ReReConfig(
         output_dir=str(out / "trainer"),
