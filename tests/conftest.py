@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from rere_test_utils import DATA_DIR, TOYS_INFO, get_tiny_model, get_tokenizer
+from rere_test_utils import DATA_DIR, QWEN2_TOKENIZER_DIR, TOYS_INFO, get_tiny_model, get_tokenizer
 
 from trl_rere.testing import TOKENIZER_KINDS
 
@@ -30,6 +30,16 @@ def toys_info_path(data_dir: Path) -> Path:
     if not TOYS_INFO.is_file():
         pytest.skip(f"the Toys catalog is not available at {TOYS_INFO}")
     return TOYS_INFO
+
+
+@pytest.fixture(scope="session")
+def qwen2_tokenizer():
+    """Qwen2's own tokenizer (the paper's backbone), loaded offline; skipped when the shared copy is absent."""
+    if not (QWEN2_TOKENIZER_DIR / "tokenizer.json").is_file():
+        pytest.skip(f"the Qwen2 tokenizer is not available at {QWEN2_TOKENIZER_DIR}")
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(QWEN2_TOKENIZER_DIR)
 
 
 @pytest.fixture(scope="session")
