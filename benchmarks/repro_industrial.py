@@ -21,7 +21,8 @@ Pipeline (every row starts from the same SFT checkpoint and gets the same RL bud
 
 Why a held-out RL pool: the paper trains RL on its SFT data, but a 2M-parameter model trained from scratch memorises
 its SFT pairs (after 5 epochs: completion loss 0.35 on them, 0.71 on held-out pairs), and RL on them taught it to
-trust that memory: ranking on training prompts improved while test ranking fell (RESULTS.md, `--rl_pool sft` runs).
+trust that memory: ranking on training prompts improved while test ranking fell (the `--rl_pool sft` runs, in the
+git history of RESULTS.md).
 Holding pairs out costs the SFT model data, so row 1b gives the same pairs to the supervised loss.
 
 Tuning is done on a *dev* subset of test users disjoint from the reported subset (`--eval_split dev`), so the
@@ -53,6 +54,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import statistics
 import sys
 import time
@@ -161,6 +163,8 @@ def parse_args(argv=None):
     p.add_argument("--results_section", default="repro_industrial",
                    help="RESULTS.md section to (over)write, e.g. one per RL setting")
     a = p.parse_args(argv)
+    # for the settings text: what reproduces this section
+    a.command = shlex.join(["python", "benchmarks/repro_industrial.py", *(sys.argv[1:] if argv is None else argv)])
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
         a.sft_max_examples, a.sft_epochs, a.sft_batch = 256, 1.0, 32
@@ -722,7 +726,8 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         f"- Cells are means over seeds (± half the range where there are several seeds). 'NDCG@10 ± SE' is the "
         f"standard error over users; 'paired SE of Δ' is the standard error of the per-user difference to SFT.\n"
         f"- Time: {stage_s / 60:.1f} min of training + evaluation (SFT, RL and ranking eval, summed over the stages; "
-        f"this invocation {wall / 60:.1f} min, less when stages were cached) on {where}."
+        f"this invocation {wall / 60:.1f} min, less when stages were cached) on {where}.\n"
+        f"- Run: `{a.command}`, written {time.strftime('%Y-%m-%d')} (a resumed run's cached stages are older)."
     )
     out = ["### Table (Industrial test subset)", "", *lines, "", "### Relative change over SFT (row 1)", "", *rel_lines,
            "", "### The issue's comparisons (NDCG@10 of row 4 against each row, paired over users)", "", *goal_lines,
