@@ -21,7 +21,8 @@ Pipeline (every row starts from the same SFT checkpoint and gets the same RL bud
 
 Why a held-out RL pool: the paper trains RL on its SFT data, but a 2M-parameter model trained from scratch memorises
 its SFT pairs (after 5 epochs: completion loss 0.35 on them, 0.71 on held-out pairs), and RL on them taught it to
-trust that memory: ranking on training prompts improved while test ranking fell (RESULTS.md, `--rl_pool sft` runs).
+trust that memory: ranking on training prompts improved while test ranking fell (the `--rl_pool sft` runs, in the
+git history of RESULTS.md).
 Holding pairs out costs the SFT model data, so row 1b gives the same pairs to the supervised loss.
 
 Tuning is done on a *dev* subset of test users disjoint from the reported subset (`--eval_split dev`), so the
@@ -53,6 +54,7 @@ import math
 import os
 import platform
 import random
+import shlex
 import statistics
 import sys
 import time
@@ -68,8 +70,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-# benchmarks/ is the script's folder
-from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402
+# benchmarks/ is the script's folder. Its CPU shims (`_cpu`) are imported only when main() installs them.
 from _results import write_section  # noqa: E402
 from trl_rere.data import (  # noqa: E402
     DEFAULT_INSTRUCTIONS,
@@ -153,12 +154,17 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu",
                    help="'cpu' (the reported 2-core run) or an accelerator such as 'cuda'; fp32 either way")
+    p.add_argument("--cpu_shims", choices=("on", "off"), default="on",
+                   help="on CPU, install benchmarks/_cpu.py's value-preserving speed-ups into TRL and glibc malloc "
+                        "(off under --quick, so the sanity run tests stock TRL)")
     p.add_argument("--quick", action="store_true", help="~2-minute sanity run (tiny sizes, RESULTS.md untouched)")
     p.add_argument("--fresh", action="store_true", help="ignore cached results in work_dir")
     p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
     p.add_argument("--results_section", default="repro_industrial",
                    help="RESULTS.md section to (over)write, e.g. one per RL setting")
     a = p.parse_args(argv)
+    # for the settings text: what reproduces this section
+    a.command = shlex.join(["python", "benchmarks/repro_industrial.py", *(sys.argv[1:] if argv is None else argv)])
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
         a.sft_max_examples, a.sft_epochs, a.sft_batch = 256, 1.0, 32
@@ -166,7 +172,46 @@ def parse_args(argv=None):
         a.eval_users, a.eval_beams, a.dev_users = 16, 10, 16
         a.vocab_size, a.hidden, a.intermediate = 2048, 64, 128
         a.no_results = True
+        a.cpu_shims = "off"
     return a
+
+
+def install_cpu_shims(a) -> None:
+    """On CPU, the benchmark-only speed-ups of `benchmarks/_cpu.py` (every value identical; checked by
+    tests/test_benchmark_shims.py). They patch TRL's private log-prob tiles in this process, so nothing that imports
+    this module, and no run with `--cpu_shims off`, gets them. Sets `a.shims` to what was installed, for the
+    settings."""
+    a.shims = []
+    if a.device != "cpu" or a.cpu_shims == "off":
+        return
+    from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles
+
+    if keep_freed_memory():
+        a.shims.append("malloc")
+    cpu_compact_logprobs()  # TRL's fused log-prob head, tuned for Triton devices: same values, less CPU time
+    lean_cpu_logprob_tiles()
+    a.shims += ["compact", "lean"]
+
+
+def reference_model_note(beta: float, rl_steps: int) -> str:
+    """What the KL term's reference model was during RL, in words.
+
+    ReReConfig turns `sync_ref_model` on, but TRL's SyncRefModelCallback mixes the policy into the reference only when
+    the global step is a multiple of `ref_model_sync_steps` (TRL's default 512), so a shorter run never syncs and its
+    reference is the SFT model throughout; saying "synced" would describe a run that did not happen."""
+    from trl_rere import ReReConfig
+
+    if beta == 0.0:
+        return "no reference model (beta 0)"
+    if not getattr(ReReConfig, "sync_ref_model", False):
+        return "reference: the SFT model throughout (sync_ref_model off)"
+    every = ReReConfig.ref_model_sync_steps
+    syncs = rl_steps // every
+    if syncs == 0:
+        return (f"reference: the SFT model throughout (sync_ref_model is on, as in ReReConfig, but TRL syncs only "
+                f"every ref_model_sync_steps = {every} steps, so no sync happened in {rl_steps} steps)")
+    return (f"reference synced {syncs} time(s), every {every} steps with mixup alpha "
+            f"{ReReConfig.ref_model_mixup_alpha:g} (sync_ref_model, as in ReReConfig)")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -363,7 +408,7 @@ def run_eval(model, tok, data, trie, a, out_json: Path, extra: dict) -> dict:
 def main(argv=None):
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
-    a.malloc_kept = a.device == "cpu" and keep_freed_memory()  # reported in the settings
+    install_cpu_shims(a)
     warnings.filterwarnings("ignore", category=UserWarning)
     import transformers
     transformers.logging.set_verbosity_error()
@@ -453,9 +498,6 @@ def main(argv=None):
     results: dict[str, list[dict]] = {}
     from transformers import AutoModelForCausalLM
 
-    if a.device == "cpu":  # TRL's fused log-prob head, tuned for Triton devices: same values, less CPU time
-        cpu_compact_logprobs()
-        lean_cpu_logprob_tiles()
 
     for name in rows:
         label, strategy, rewards = ROWS[name]
@@ -673,17 +715,19 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         + heldout + ".\n"
         f"- RL (rows 2-5, identical budget): ReReTrainer, {a.rl_steps} steps x {a.prompts_per_step} prompts x G={a.G} "
         f"completions ({a.rl_steps * a.prompts_per_step} prompts from the RL pool, same order for a given seed), lr "
-        f"{a.rl_lr:g} cosine (warmup_ratio {a.warmup_ratio:g}: {'/'.join(map(str, warmups)) or '-'} warmup steps), beta {a.beta:g} (reference synced as in ReReConfig), "
+        f"{a.rl_lr:g} cosine (warmup_ratio {a.warmup_ratio:g}: {'/'.join(map(str, warmups)) or '-'} warmup steps), "
+        f"beta {a.beta:g} ({reference_model_note(a.beta, a.rl_steps)}), "
         f"max grad norm 0.3, temperature 1.0, loss 'grpo', one optimisation step per generation; RL seeds {a.seeds}."
         + (" On CPU, settings that change no value (`benchmarks/_cpu.py`, checked by tests/test_benchmark_shims.py): "
            "TRL's fused log-prob head scores only completion positions (`cpu_compact_logprobs`) and folds its tiles "
            "in place (`lean_cpu_logprob_tiles`)" + (", and glibc's malloc keeps freed memory (`keep_freed_memory`)"
-                                                    if getattr(a, "malloc_kept", False) else "") + "."
-           if a.device == "cpu" else "") + "\n" + control +
+                                                    if "malloc" in a.shims else "") + "."
+           if "lean" in a.shims else "") + "\n" + control +
         f"- Cells are means over seeds (± half the range where there are several seeds). 'NDCG@10 ± SE' is the "
         f"standard error over users; 'paired SE of Δ' is the standard error of the per-user difference to SFT.\n"
         f"- Time: {stage_s / 60:.1f} min of training + evaluation (SFT, RL and ranking eval, summed over the stages; "
-        f"this invocation {wall / 60:.1f} min, less when stages were cached) on {where}."
+        f"this invocation {wall / 60:.1f} min, less when stages were cached) on {where}.\n"
+        f"- Run: `{a.command}`, written {time.strftime('%Y-%m-%d')} (a resumed run's cached stages are older)."
     )
     out = ["### Table (Industrial test subset)", "", *lines, "", "### Relative change over SFT (row 1)", "", *rel_lines,
            "", "### The issue's comparisons (NDCG@10 of row 4 against each row, paired over users)", "", *goal_lines,

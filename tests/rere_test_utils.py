@@ -21,6 +21,8 @@ torch.set_num_threads(1)
 # The data sets live next to the repository checkout, in <parent of the repo>/shared/data.
 DATA_DIR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TOYS_INFO = DATA_DIR / "amazon" / "info" / "Toys_and_Games_5_2016-10-2018-11.txt"
+# Qwen2's real tokenizer, converted offline from the BPE ranks (shared/tokenizers/README.md)
+QWEN2_TOKENIZER_DIR = DATA_DIR.parent / "tokenizers" / "qwen2"
 
 
 # -- catalog-like text ----------------------------------------------------------------------------------------------
