@@ -36,7 +36,7 @@ authors' history line without the instruction preamble) with max_history 2. Wide
 Run:  python benchmarks/repro_industrial.py                 (full run: see the wall time in RESULTS.md)
       python benchmarks/repro_industrial.py --quick         (tiny sanity run, a few minutes; RESULTS.md is not touched)
       python benchmarks/repro_industrial.py --device cuda --eval_users 2000 --eval_batch 100 --prompts_per_step 32 \
-          --rl_steps 99 --seeds 0,1 --results_section repro_industrial_gpu
+          --rl_steps 99 --seeds 0,1 --results_section repro_industrial_gpu_lr3e-05
                                                             (the GPU section: the authors' RL batch of 32 prompts x 16,
                                                             one epoch of the pool, 2000 users; it reused the CPU run's
                                                             SFT folder, copied into --work_dir, or trains SFT on the GPU)
@@ -140,7 +140,7 @@ def parse_args(argv=None):
     p.add_argument("--rl_steps", type=int, default=60)
     p.add_argument("--prompts_per_step", type=int, default=8)
     p.add_argument("--G", type=int, default=16)
-    p.add_argument("--rl_lr", type=float, default=1e-4)
+    p.add_argument("--rl_lr", type=float, default=3e-5)
     p.add_argument("--beta", type=float, default=1e-3)
     p.add_argument("--warmup_ratio", type=float, default=0.03)
     # eval
@@ -160,8 +160,8 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="~2-minute sanity run (tiny sizes, RESULTS.md untouched)")
     p.add_argument("--fresh", action="store_true", help="ignore cached results in work_dir")
     p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
-    p.add_argument("--results_section", default="repro_industrial",
-                   help="RESULTS.md section to (over)write, e.g. one per RL setting")
+    p.add_argument("--results_section", default=None,
+                   help="RESULTS.md section to (over)write (default: repro_industrial_lr{rl_lr}), e.g. one per RL setting")
     a = p.parse_args(argv)
     # for the settings text: what reproduces this section
     a.command = shlex.join(["python", "benchmarks/repro_industrial.py", *(sys.argv[1:] if argv is None else argv)])
@@ -531,7 +531,7 @@ def main(argv=None):
                 rl_args = ReReConfig(
                     output_dir=str(work / "rl-tmp"), per_device_train_batch_size=a.G * a.prompts_per_step,
                     num_generations=a.G, max_steps=a.rl_steps, learning_rate=a.rl_lr, beta=a.beta,
-                    warmup_ratio=a.warmup_ratio, sampling_strategy=strategy, rewards=rewards,
+                    warmup_steps=a.warmup_ratio, sampling_strategy=strategy, rewards=rewards,
                     gradient_checkpointing=False, bf16=False, report_to=[], save_strategy="no", logging_steps=1,
                     use_cpu=a.device == "cpu", seed=seed, data_seed=seed, disable_tqdm=True,
                     ranking_metrics_ks=[1, 5, 10], dataloader_num_workers=0,
@@ -561,10 +561,9 @@ def main(argv=None):
     summary_path.write_text(json.dumps({k: [{"seed": r["seed"], "metrics": r["metrics"], "train_s": r["train_s"],
                                                "eval_s": r["eval_s"]} for r in v] for k, v in results.items()}, indent=1))
     if not a.no_results and a.eval_split == "report":
-        title = "## Small-scale reproduction on Industrial_and_Scientific (`benchmarks/repro_industrial.py`)"
-        if a.results_section != "repro_industrial":
-            title += f": `{a.results_section}`"
-        write_section(a.results_section, f"{title}\n\nRL learning rate {a.rl_lr:g}.\n\n" + table)
+        section = a.results_section or f"repro_industrial_lr{a.rl_lr:g}"
+        title = f"## Small-scale reproduction on Industrial_and_Scientific (`benchmarks/repro_industrial.py`): `{section}`"
+        write_section(section, f"{title}\n\nRL learning rate {a.rl_lr:g}.\n\n" + table)
         log(f"wrote {RESULTS}")
     log(f"total wall time {wall / 60:.1f} min")
 
