@@ -11,12 +11,13 @@ class CatalogError(ValueError):
     """Raised for a malformed catalog; the message names the file and line."""
 
 
-def describe_utf8_error(path: str, error: UnicodeDecodeError) -> str:
-    """`"{path}:{line}: ..."` for a file that is not valid UTF-8, with the 1-based line and the byte offset in it.
+def locate_utf8_error(path: str | os.PathLike, error: UnicodeDecodeError) -> tuple[int | None, str]:
+    """`(line, what)` for a file that is not valid UTF-8: the 1-based line of the first bad byte (None if the file no
+    longer has one) and a sentence saying which bytes at which offset of that line.
 
     A text-mode reader decodes in chunks of several kilobytes, so its `UnicodeDecodeError` knows neither the file nor
-    the line; this rescans the file as bytes, line by line, to find the first bad byte. That is safe because a newline
-    byte never occurs inside a UTF-8 multi-byte sequence.
+    the line; this rescans the file as bytes, line by line. That is exact because a newline byte never occurs inside a
+    UTF-8 multi-byte sequence. It only runs once decoding has failed, so valid files are read once.
     """
     with open(path, "rb") as f:
         for lineno, raw in enumerate(f, start=1):
@@ -24,12 +25,11 @@ def describe_utf8_error(path: str, error: UnicodeDecodeError) -> str:
                 raw.decode("utf-8")
             except UnicodeDecodeError as e:
                 bad = raw[e.start : e.end].hex(" ")
-                return (
-                    f"{path}:{lineno}: not valid UTF-8 at byte {e.start} of the line (bytes {bad}: {e.reason}); "
-                    f"the file must be UTF-8 text (re-encode it from its encoding to UTF-8)"
+                return lineno, (
+                    f"not valid UTF-8 at byte {e.start} of the line (bytes {bad}: {e.reason}); the file must be UTF-8 "
+                    f"text (re-encode it from its encoding to UTF-8)"
                 )
-    # Not reached for a file that did not change since the error; fall back on what the error itself says.
-    return f"{path}: not valid UTF-8 ({error})"
+    return None, f"not valid UTF-8 ({error})"
 
 
 @dataclass
@@ -89,7 +89,8 @@ class ItemCatalog:
             with open(path, encoding="utf-8") as f:
                 lines = list(f)
         except UnicodeDecodeError as e:
-            raise CatalogError(describe_utf8_error(path, e)) from None
+            lineno, what = locate_utf8_error(path, e)
+            raise CatalogError(f"{path}:{lineno}: {what}" if lineno else f"{path}: {what}") from None
         for lineno, raw in enumerate(lines, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip():
