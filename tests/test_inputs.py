@@ -121,7 +121,7 @@ def test_category_matches_only_the_exact_key(tmp_path):
     assert files["info"].name == "Toys_and_Games_5_2016-10-2018-11.txt"
     with pytest.raises(FileNotFoundError, match=r"categories with such files there: Toys, Toys_and_Games"):
         find_category_files(tmp_path, "Toys_and", ["test"])
-    with pytest.raises(FileNotFoundError, match="data directory not found"):
+    with pytest.raises(FileNotFoundError, match=r"data directory not found: .*nope \(looking for category 'Toys'\)"):
         find_category_files(tmp_path / "nope", "Toys", ["test"])
     with pytest.raises(ValueError, match="'info' is the catalog's folder"):
         find_category_files(tmp_path, "Toys", ["info"])

@@ -509,7 +509,7 @@ def find_category_files(
         raise ValueError(f"'info' is the catalog's folder, not a split; got splits={list(splits)}")
     base = Path(data_dir)
     if not base.is_dir():
-        raise FileNotFoundError(f"data directory not found: {base}. {DATA_HELP}")
+        raise FileNotFoundError(f"data directory not found: {base} (looking for category {category!r}). {DATA_HELP}")
     roots: list[Path] = []
     for root in [base] + [base / sub for sub in ("amazon", "Amazon")]:
         # A case-insensitive file system has amazon/ and Amazon/ as one folder; count it once.
