@@ -106,6 +106,30 @@ def test_catalog_is_a_value_error(tmp_path):
         ItemCatalog.from_info_file(write(tmp_path, "no tab\n"))
 
 
+@pytest.mark.parametrize(
+    "data, line, offset, bad",
+    [
+        (b"Red Ball\t0\nCaf\xe9 Noir\t1\nKite\t2\n", 2, 3, "e9"),  # Latin-1, not UTF-8
+        (b"Red Ball\t0\nKite\t2\n\xff\t3\n", 3, 0, "ff"),
+        ("Café\t0\n".encode() * 5000 + b"Kite\t1\n\xc3", 5002, 0, "c3"),  # past the reader's first chunk, truncated
+    ],
+)
+def test_catalog_non_utf8_names_file_line_and_byte(tmp_path, data, line, offset, bad):
+    path = tmp_path / "Toys_and_Games_5_x.txt"
+    path.write_bytes(data)
+    with pytest.raises(CatalogError) as info:
+        ItemCatalog.from_info_file(path)
+    text = str(info.value)
+    assert text.startswith(f"{path}:{line}: not valid UTF-8 at byte {offset} of the line (bytes {bad}")
+
+
+def test_catalog_repr_is_one_short_line(tmp_path):
+    catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Red Ball"])
+    assert repr(catalog) == "ItemCatalog(2 titles, 3 items)"
+    path = write(tmp_path, "".join(f"Title number {i}\t{i}\n" for i in range(5000)))
+    assert repr(ItemCatalog.from_info_file(path)) == f"ItemCatalog(5000 titles, 5000 items, source={str(path)!r})"
+
+
 def test_real_toys_catalog(toys_info_path):
     catalog = ItemCatalog.from_info_file(toys_info_path)
     assert catalog.num_items == 11_252
@@ -114,6 +138,7 @@ def test_real_toys_catalog(toys_info_path):
     assert len(with_tab) == 2
     assert sum(len(catalog.item_ids(t)) for t in catalog.titles) == catalog.num_items
     assert all(catalog.title_of(i) == t for t in with_tab for i in catalog.item_ids(t))
+    assert repr(catalog) == f"ItemCatalog(11198 titles, 11252 items, source={str(toys_info_path)!r})"
 
 
 # ===================================================================================================================

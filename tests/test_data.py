@@ -310,7 +310,8 @@ def test_load_amazon_reports_what_it_looked_for(tmp_path):
     with pytest.raises(FileNotFoundError) as err:
         load_amazon(tmp_path, "Toys_and_Games", splits=("train",))
     text = str(err.value)
-    assert "info/Toys_and_Games_*.txt" in text and "train/Toys_and_Games_*.csv" in text
+    assert str(tmp_path / "info" / "Toys_and_Games_5_*.txt") in text
+    assert str(tmp_path / "train" / "Toys_and_Games_5_*.csv") in text
     assert "sober-clever/ReRe" in text
 
 

@@ -11,6 +11,27 @@ class CatalogError(ValueError):
     """Raised for a malformed catalog; the message names the file and line."""
 
 
+def locate_utf8_error(path: str | os.PathLike, error: UnicodeDecodeError) -> tuple[int | None, str]:
+    """`(line, what)` for a file that is not valid UTF-8: the 1-based line of the first bad byte (None if the file no
+    longer has one) and a sentence saying which bytes at which offset of that line.
+
+    A text-mode reader decodes in chunks of several kilobytes, so its `UnicodeDecodeError` knows neither the file nor
+    the line; this rescans the file as bytes, line by line. That is exact because a newline byte never occurs inside a
+    UTF-8 multi-byte sequence. It only runs once decoding has failed, so valid files are read once.
+    """
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                bad = raw[e.start : e.end].hex(" ")
+                return lineno, (
+                    f"not valid UTF-8 at byte {e.start} of the line (bytes {bad}: {e.reason}); the file must be UTF-8 "
+                    f"text (re-encode it from its encoding to UTF-8)"
+                )
+    return None, f"not valid UTF-8 ({error})"
+
+
 @dataclass
 class ItemCatalog:
     """The set of items a recommender may output, keyed by title.
@@ -64,29 +85,39 @@ class ItemCatalog:
         path = os.fspath(path)
         mapping: dict[str, list[int]] = {}
         seen_ids: dict[int, int] = {}
-        with open(path, encoding="utf-8") as f:
-            for lineno, raw in enumerate(f, start=1):
-                line = raw.rstrip("\r\n")
-                if not line.strip():
-                    continue
-                title, tab, item_id = line.rpartition("\t")
-                if not tab:
-                    raise CatalogError(f"{path}:{lineno}: expected 'title<TAB>item_id', found no tab: {line[:80]!r}")
-                if not title.strip():
-                    raise CatalogError(f"{path}:{lineno}: empty title for item id {item_id!r}")
-                try:
-                    item = int(item_id)
-                except ValueError:
-                    raise CatalogError(
-                        f"{path}:{lineno}: item id {item_id!r} after the last tab is not an integer"
-                    ) from None
-                if item in seen_ids:
-                    raise CatalogError(f"{path}:{lineno}: item id {item} already defined on line {seen_ids[item]}")
-                seen_ids[item] = lineno
-                mapping.setdefault(title, []).append(item)
+        try:
+            with open(path, encoding="utf-8") as f:
+                lines = list(f)
+        except UnicodeDecodeError as e:
+            lineno, what = locate_utf8_error(path, e)
+            raise CatalogError(f"{path}:{lineno}: {what}" if lineno else f"{path}: {what}") from None
+        for lineno, raw in enumerate(lines, start=1):
+            line = raw.rstrip("\r\n")
+            if not line.strip():
+                continue
+            title, tab, item_id = line.rpartition("\t")
+            if not tab:
+                raise CatalogError(f"{path}:{lineno}: expected 'title<TAB>item_id', found no tab: {line[:80]!r}")
+            if not title.strip():
+                raise CatalogError(f"{path}:{lineno}: empty title for item id {item_id!r}")
+            try:
+                item = int(item_id)
+            except ValueError:
+                raise CatalogError(
+                    f"{path}:{lineno}: item id {item_id!r} after the last tab is not an integer"
+                ) from None
+            if item in seen_ids:
+                raise CatalogError(f"{path}:{lineno}: item id {item} already defined on line {seen_ids[item]}")
+            seen_ids[item] = lineno
+            mapping.setdefault(title, []).append(item)
         if not mapping:
             raise CatalogError(f"{path}: the catalog is empty (no 'title<TAB>item_id' lines)")
         return cls(titles=list(mapping), title_to_item_ids=mapping, source=path)
+
+    def __repr__(self) -> str:
+        # The dataclass repr would print every title (about 600 KB for Amazon Industrial) in logs and tracebacks.
+        source = f", source={self.source!r}" if self.source is not None else ""
+        return f"{type(self).__name__}({len(self.titles)} titles, {self.num_items} items{source})"
 
     # -- lookup -------------------------------------------------------------------------------------------------
     def __len__(self) -> int:

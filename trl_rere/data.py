@@ -9,17 +9,17 @@ from __future__ import annotations
 
 import ast
 import csv
-import glob
 import hashlib
 import os
 import random
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetDict, Features, Sequence as SequenceFeature, Value
 
-from .catalog import ItemCatalog
+from .catalog import ItemCatalog, locate_utf8_error
 from .item_format import ItemFormat, get_item_format
 
 
@@ -80,6 +80,10 @@ CATEGORY_NAMES: dict[str, str] = {
 HISTORY_SEPARATOR = ",\t"
 MAX_HISTORY = 10
 
+# D3's process.py names every file `{Category}_5_{first month}-{last month}` (5-core data); the text before the first
+# `_5_` is the category key, and the whole stem identifies one file set (catalog and splits of one preprocessing run).
+CATEGORY_FILE_MARKER = "_5_"
+
 REQUIRED_COLUMNS = ("user_id", "history_item_id", "item_id", "history_item_title", "item_title")
 
 DATA_HELP = (
@@ -112,6 +116,16 @@ def category_name(category: str) -> str:
     if "_" in category and " " not in category:
         return category.replace("_", " ").lower()
     return category
+
+
+# The loaders take a `category_name=` argument, which shadows the function inside them.
+_category_noun = category_name
+
+
+def _check_category_name(name: object) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise ValueError(f"category_name must be a non-empty string (the noun the prompt uses), got {name!r}")
+    return name
 
 
 def instruction_index(seed: int, row: int, num_instructions: int = len(DEFAULT_INSTRUCTIONS)) -> int:
@@ -149,14 +163,100 @@ def build_prompt(
     'The user has palyed the following toys and gamess before: "Red Ball",\\t"Blue Car"'
     ```
     """
+    return _render_prompt(history_titles, category_name(category), instruction, template, max_history)
+
+
+def _render_prompt(
+    history_titles: Sequence[str], noun: str, instruction: str | None, template: str, max_history: int
+) -> str:
+    """`build_prompt` with the category's noun given as is (the loaders' `category_name=` is not a key to map)."""
     if isinstance(history_titles, str):
         raise TypeError("history_titles must be a sequence of titles, not a single string")
-    name = category_name(category)
     if instruction is None:
         instruction = DEFAULT_INSTRUCTIONS[0]
     # replace() rather than format(): instructions and titles may contain other braces.
-    instruction = instruction.replace("{category}", name)
-    return template.format(instruction=instruction, category=name, history=format_history(history_titles, max_history))
+    instruction = instruction.replace("{category}", noun)
+    return template.format(instruction=instruction, category=noun, history=format_history(history_titles, max_history))
+
+
+def prompt_token_count(tokenizer, prompt: str) -> int:
+    """The number of tokens `prompt` takes as the trainer's input, counted as TRL's `GRPOTrainer` tokenizes a text
+    prompt (`tokenizer(text=prompt)["input_ids"]`, so with the tokenizer's special tokens, e.g. a BOS); a limit checked
+    on any other count could let a prompt through that is one token over it."""
+    if not isinstance(prompt, str):
+        raise TypeError(f"prompt must be a string, got {type(prompt).__name__}; use prompt_token_counts for a list")
+    return len(tokenizer(text=prompt)["input_ids"])
+
+
+def prompt_token_counts(tokenizer, prompts: Sequence[str]) -> list[int]:
+    """`prompt_token_count` for many prompts in one batched tokenizer call."""
+    prompts = list(prompts)
+    if not prompts:
+        return []
+    return [len(ids) for ids in tokenizer(text=prompts)["input_ids"]]
+
+
+def _check_length_limit(tokenizer, max_prompt_length: int | None) -> None:
+    if max_prompt_length is None:
+        if tokenizer is not None:
+            raise ValueError("tokenizer= is only used to enforce max_prompt_length=; pass both or neither")
+        return
+    if not isinstance(max_prompt_length, int) or isinstance(max_prompt_length, bool) or max_prompt_length < 1:
+        raise ValueError(f"max_prompt_length must be a positive integer, got {max_prompt_length!r}")
+    if tokenizer is None:
+        raise ValueError(
+            f"max_prompt_length={max_prompt_length} needs tokenizer=, the tokenizer of the model being trained, to "
+            f"count the prompt's tokens"
+        )
+
+
+def _fit_prompt_length(
+    records: dict[str, list],
+    rebuild: Callable[[int, list[str]], str],
+    tokenizer,
+    max_prompt_length: int,
+) -> dict[int, str]:
+    """Drops the oldest history items of every prompt over `max_prompt_length` tokens until it fits, in place.
+
+    `rebuild(row, titles)` writes row `row`'s prompt with the given history, so the instruction and the fixed ending
+    stay as they are. Only rows over the limit are retokenized, and those by a binary search over the number of items
+    kept, run for all of them in step so each round is one batched tokenizer call (about four rounds for ten items).
+    Returns `{row: why}` for the rows that do not fit even with their most recent item alone; the caller reports them.
+    """
+    counts = prompt_token_counts(tokenizer, records["prompt"])
+    # Per row over the limit: [fits, does not fit] bounds on the number of items kept; `kept` holds the fitting prompt.
+    bounds = {i: [0, len(records["history_titles"][i])] for i, n in enumerate(counts) if n > max_prompt_length}
+    kept: dict[int, str] = {}
+    single: dict[int, int] = {i: counts[i] for i, (_, hi) in bounds.items() if hi == 1}
+    while active := [i for i, (lo, hi) in bounds.items() if hi - lo > 1]:
+        mids = [(bounds[i][0] + bounds[i][1]) // 2 for i in active]
+        prompts = [rebuild(i, records["history_titles"][i][-k:]) for i, k in zip(active, mids)]
+        for i, k, prompt, n in zip(active, mids, prompts, prompt_token_counts(tokenizer, prompts)):
+            if n <= max_prompt_length:
+                bounds[i][0], kept[i] = k, prompt
+            else:
+                bounds[i][1] = k
+                if k == 1:
+                    single[i] = n
+    failures = {}
+    for i, (k, _) in bounds.items():
+        if k == 0:
+            total = len(records["history_titles"][i])
+            failures[i] = (
+                f"the prompt has {single[i]} tokens even with only the most recent history item ({counts[i]} with "
+                f"{total} item(s)), more than max_prompt_length={max_prompt_length}; raise max_prompt_length or use "
+                f"a shorter template"
+            )
+            continue
+        records["prompt"][i] = kept[i]
+        records["history_titles"][i] = records["history_titles"][i][-k:]
+        records["history_item_ids"][i] = records["history_item_ids"][i][-k:]
+    return failures
+
+
+def _drop_rows(records: dict[str, list], rows: set[int]) -> None:
+    for column, values in records.items():
+        records[column] = [v for i, v in enumerate(values) if i not in rows]
 
 
 # -- real data --------------------------------------------------------------------------------------------------------
@@ -248,17 +348,27 @@ def load_amazon_split(
     on_error: str = "raise",
     template: str = DEFAULT_PROMPT_TEMPLATE,
     instructions: Sequence[str] = DEFAULT_INSTRUCTIONS,
+    *,
+    category_name: str | None = None,
+    tokenizer: Any = None,
+    max_prompt_length: int | None = None,
 ) -> Dataset:
     """Reads one `train|valid|test/*.csv` interaction file into a `datasets.Dataset` of prompts.
 
     Columns: `prompt`, `target` (the next item's title, taken from `catalog` by item id), `target_item_id`,
-    `history_titles` and `history_item_ids` (the last `max_history`, oldest first) and `user_id`. Each row gets one of
-    `instructions`, picked by a stable hash of `(seed, data row number)`, so prompts are reproducible whatever the order
-    or process. `category` defaults to the one in the file name (`Toys_and_Games_5_...csv`).
+    `history_titles` and `history_item_ids` (the last `max_history`, oldest first: the items the prompt shows) and
+    `user_id`. Each row gets one of `instructions`, picked by a stable hash of `(seed, data row number)`, so prompts are
+    reproducible whatever the order or process. The prompt calls the items `category_name` when given, else the noun
+    of `category` (see `category_name()`), which defaults to the one in the file name (`Toys_and_Games_5_...csv`).
+
+    With `tokenizer` and `max_prompt_length`, a prompt longer than `max_prompt_length` tokens (counted as by
+    `prompt_token_count`) is rebuilt with fewer history items, oldest dropped first, until it fits; the instruction and
+    the fixed ending stay. A row that does not fit even with one item is an error.
 
     A malformed row (unparsable list, wrong types, history lists of unequal length, an item id missing from the
-    catalog, an `item_title` that differs from the catalog's) raises `DataError` naming the file, the 1-based data row
-    and the CSV line. With `on_error="skip"` such rows are dropped and one warning reports how many and which.
+    catalog, an `item_title` that differs from the catalog's, a prompt that cannot fit) raises `DataError` naming the
+    file, the 1-based data row and the CSV line. With `on_error="skip"` such rows are dropped and one warning reports
+    how many and which. A file that is not UTF-8 is always an error (it names the line and the byte).
 
     Example:
     ```python
@@ -276,43 +386,43 @@ def load_amazon_split(
         raise ValueError(f"max_history must be a positive integer, got {max_history!r}")
     if not instructions:
         raise ValueError("instructions must not be empty")
+    _check_length_limit(tokenizer, max_prompt_length)
     path = os.fspath(csv_path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"interaction file not found: {path}. {DATA_HELP}")
-    name = category_name(category if category is not None else _detect_category(path))
+    if category_name is not None:
+        name = _check_category_name(category_name)
+    else:
+        name = _category_noun(category if category is not None else _detect_category(path))
     label = f"{path} ({split_name})" if split_name else path
 
-    records: dict[str, list] = {k: [] for k in _FEATURES}
     skipped: list[tuple[int, int, str]] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames
-        if header is None:
-            raise DataError(f"{label}: the file is empty (no header line)")
-        absent = [c for c in REQUIRED_COLUMNS if c not in header]
-        if absent:
-            raise DataError(f"{label}: line 1: missing column(s) {', '.join(absent)}; the header is {header}")
-        data_row = 0
-        while True:
-            line = reader.line_num + 1  # a quoted field may span lines: report where the record starts
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise DataError(f"{label}: line {line}: the CSV itself is malformed: {e}") from None
-            data_row += 1
-            try:
-                parsed = _parse_row(row, catalog, max_history)
-            except ValueError as e:
-                if on_error == "raise":
-                    raise DataError(f"{label}: data row {data_row} (line {line}): {e}") from None
-                skipped.append((data_row, line, str(e)))
-                continue
-            instruction = instructions[instruction_index(seed, data_row, len(instructions))]
-            parsed["prompt"] = build_prompt(parsed["history_titles"], name, instruction, template, max_history)
-            for k, v in parsed.items():
-                records[k].append(v)
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            rows, data_row = _read_rows(f, label, catalog, max_history, on_error, skipped)
+    except UnicodeDecodeError as e:
+        line, what = locate_utf8_error(path, e)
+        raise DataError(f"{label}: line {line}: {what}" if line else f"{label}: {what}") from None
+    records: dict[str, list] = {k: [] for k in _FEATURES}
+    # Each kept row's instruction is fixed by its data row number, also when the prompt-length pass rebuilds it.
+    chosen = [instructions[instruction_index(seed, r, len(instructions))] for r, _, _ in rows]
+    for (_, _, parsed), instruction in zip(rows, chosen):
+        parsed["prompt"] = _render_prompt(parsed["history_titles"], name, instruction, template, max_history)
+        for k, v in parsed.items():
+            records[k].append(v)
+    if max_prompt_length is not None:
+        failures = _fit_prompt_length(
+            records,
+            lambda k, titles: _render_prompt(titles, name, chosen[k], template, max_history),
+            tokenizer,
+            max_prompt_length,
+        )
+        if failures and on_error == "raise":
+            k = min(failures)
+            raise DataError(f"{label}: data row {rows[k][0]} (line {rows[k][1]}): {failures[k]}")
+        skipped.extend((rows[k][0], rows[k][1], why) for k, why in failures.items())
+        skipped.sort()
+        _drop_rows(records, set(failures))
     if skipped:
         first = ", ".join(f"row {r} (line {ln})" for r, ln, _ in skipped[:5])
         warnings.warn(
@@ -325,29 +435,146 @@ def load_amazon_split(
     return Dataset.from_dict(records, features=_FEATURES)
 
 
-def _find_one(roots: list[Path], pattern: str, looked: list[str]) -> Path | None:
+def _read_rows(
+    f, label: str, catalog: ItemCatalog, max_history: int, on_error: str, skipped: list[tuple[int, int, str]]
+) -> tuple[list[tuple[int, int, dict]], int]:
+    """Parses the open CSV `f`: `([(data row, line, parsed row), ...], number of data rows read)`; malformed rows raise
+    or, with `on_error="skip"`, go to `skipped` as `(data row, line, why)`."""
+    reader = csv.DictReader(f)
+    header = reader.fieldnames
+    if header is None:
+        raise DataError(f"{label}: the file is empty (no header line)")
+    absent = [c for c in REQUIRED_COLUMNS if c not in header]
+    if absent:
+        raise DataError(f"{label}: line 1: missing column(s) {', '.join(absent)}; the header is {header}")
+    rows = []
+    data_row = 0
+    while True:
+        line = reader.line_num + 1  # a quoted field may span lines: report where the record starts
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as e:
+            raise DataError(f"{label}: line {line}: the CSV itself is malformed: {e}") from None
+        data_row += 1
+        try:
+            rows.append((data_row, line, _parse_row(row, catalog, max_history)))
+        except ValueError as e:
+            if on_error == "raise":
+                raise DataError(f"{label}: data row {data_row} (line {line}): {e}") from None
+            skipped.append((data_row, line, str(e)))
+    return rows, data_row
+
+
+def _category_of(file_name: str, ext: str) -> str | None:
+    """The category key of a `{Category}_5_{dates}{ext}` file name, None for any other name."""
+    if not file_name.endswith(ext) or CATEGORY_FILE_MARKER not in file_name:
+        return None
+    return file_name.partition(CATEGORY_FILE_MARKER)[0] or None
+
+
+def _files_in(folder: Path, ext: str) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and _category_of(p.name, ext)) if folder.is_dir() else []
+
+
+def find_category_files(
+    data_dir: str | os.PathLike,
+    category: str,
+    splits: Sequence[str] = ("train", "valid", "test"),
+    info_ext: str = ".txt",
+    split_ext: str = ".csv",
+) -> dict[str, Path]:
+    """Finds one category's file set in the D3/ReRe layout: `{"info": info/{stem}{info_ext}, split:
+    {split}/{stem}{split_ext}, ...}` with `stem = {category}_5_{dates}`, under `data_dir` or its `amazon/` or
+    `Amazon/` subfolder.
+
+    A file belongs to `category` only when the text before its first `_5_` is exactly `category`: a prefix glob would
+    let `"Industrial"` pick up `Industrial_and_Scientific_5_*` and mislabel every prompt. The files must make exactly
+    one set (one folder, one stem): a second date range or a second copy is an error listing them, since picking one
+    would silently train on the wrong data. No file, or a set missing a split, raises `FileNotFoundError` naming the
+    folders, the patterns looked for and the categories that do have files there.
+
+    Example:
+    ```python
+    >>> from trl_rere.data import find_category_files
+    >>> find_category_files("shared/data", "Industrial_and_Scientific", splits=("test",))["test"].name
+    'Industrial_and_Scientific_5_1996-10-2018-11.csv'
+    ```
+    """
+    if not isinstance(category, str) or not category.strip():
+        raise ValueError(f"category must be a non-empty file-name key such as 'Toys_and_Games', got {category!r}")
+    if isinstance(splits, str):
+        splits = (splits,)
+    if "info" in splits:
+        raise ValueError(f"'info' is the catalog's folder, not a split; got splits={list(splits)}")
+    base = Path(data_dir)
+    if not base.is_dir():
+        raise FileNotFoundError(f"data directory not found: {base} (looking for category {category!r}). {DATA_HELP}")
+    roots: list[Path] = []
+    for root in [base] + [base / sub for sub in ("amazon", "Amazon")]:
+        # A case-insensitive file system has amazon/ and Amazon/ as one folder; count it once.
+        if root.is_dir() and all(not root.samefile(r) for r in roots):
+            roots.append(root)
+    kinds = [("info", "info", info_ext)] + [(split, split, split_ext) for split in splits]
+    sets: dict[tuple[Path, str], dict[str, Path]] = {}
     for root in roots:
-        full = str(root / pattern)
-        looked.append(full)
-        matches = sorted(glob.glob(full))
-        if len(matches) > 1:
-            raise ValueError(f"several files match {full}: {', '.join(matches)}; keep one or pass the paths explicitly")
-        if matches:
-            return Path(matches[0])
-    return None
+        for kind, folder, ext in kinds:
+            for path in _files_in(root / folder, ext):
+                if _category_of(path.name, ext) == category:
+                    sets.setdefault((root, path.name[: -len(ext)]), {})[kind] = path
+    if len(sets) > 1:
+        listing = "; ".join(
+            f"{stem} in {root} ({', '.join(str(p.relative_to(root)) for p in files.values())})"
+            for (root, stem), files in sorted(sets.items())
+        )
+        raise ValueError(
+            f"category {category!r} has {len(sets)} file sets under {base}: {listing}. Keep one set per category, or "
+            f"load the files explicitly with ItemCatalog.from_info_file and load_amazon_split"
+        )
+    # With a set found, only its folder matters; without one, every folder looked in.
+    searched = [next(iter(sets))[0]] if sets else roots
+    files = next(iter(sets.values()), {})
+    missing = [(kind, folder, ext) for kind, folder, ext in kinds if kind not in files]
+    if missing:
+        folders = [(root / folder, ext) for root in searched for _, folder, ext in missing]
+        looked = ", ".join(str(folder / f"{category}{CATEGORY_FILE_MARKER}*{ext}") for folder, ext in folders)
+        present = sorted({_category_of(p.name, ext) for folder, ext in folders for p in _files_in(folder, ext)})
+        have = f"categories with such files there: {', '.join(present)}" if present else "no category has files there"
+        raise FileNotFoundError(
+            f"no {', '.join(kind for kind, _, _ in missing)} file for category {category!r} under {base}; looked for "
+            f"{looked}; {have}. {DATA_HELP}"
+        )
+    return {kind: files[kind] for kind, _, _ in kinds}
+
+
+def _known_category_name(category: str) -> str:
+    if category in CATEGORY_NAMES:
+        return CATEGORY_NAMES[category]
+    guess = category.replace("_", " ").lower()
+    raise ValueError(
+        f"the prompt's name for category {category!r} is not known (known: {', '.join(CATEGORY_NAMES)}); pass it as "
+        f"category_name=, e.g. load_amazon(data_dir, {category!r}, category_name={guess + ' items'!r}): the prompt "
+        f"reads 'The user has palyed the following {{category_name}}s before: ...'"
+    )
 
 
 def load_amazon(
     data_dir: str | os.PathLike,
     category: str = "Industrial_and_Scientific",
     splits: Sequence[str] = ("train", "valid", "test"),
+    *,
+    category_name: str | None = None,
     **kwargs,
 ) -> tuple[ItemCatalog, DatasetDict]:
-    """Loads a dataset in the D3/ReRe layout: the catalog `info/{category}_*.txt` and one CSV per split,
-    `{split}/{category}_*.csv`, found by glob under `data_dir` (or its `amazon/` / `Amazon/` subfolder).
+    """Loads a dataset in the D3/ReRe layout: the catalog `info/{category}_5_{dates}.txt` and one CSV per split,
+    `{split}/{category}_5_{dates}.csv`, under `data_dir` (or its `amazon/` / `Amazon/` subfolder); see
+    `find_category_files` for how the files are matched (exactly one set per category).
 
-    Other keyword arguments go to `load_amazon_split`. Raises `FileNotFoundError` listing the paths it tried when
-    a file is missing.
+    The prompts call the items `category_name` when given, else `CATEGORY_NAMES[category]`; a category without a
+    known name needs `category_name=` (the original prompts pluralize it by appending "s"). Other keyword arguments go
+    to `load_amazon_split`, e.g. `tokenizer=` and `max_prompt_length=` to drop the oldest history items of prompts
+    that would be too long.
 
     Example:
     ```python
@@ -359,20 +586,10 @@ def load_amazon(
     """
     if isinstance(splits, str):
         splits = (splits,)
-    base = Path(data_dir)
-    roots = [base] + [base / sub for sub in ("amazon", "Amazon") if (base / sub).is_dir()]
-    looked: list[str] = []
-    info = _find_one(roots, f"info/{glob.escape(category)}_*.txt", looked)
-    paths = {split: _find_one(roots, f"{glob.escape(split)}/{glob.escape(category)}_*.csv", looked) for split in splits}
-    missing = ([] if info is not None else ["info"]) + [s for s, p in paths.items() if p is None]
-    if missing:
-        raise FileNotFoundError(
-            f"no {', '.join(missing)} file for category {category!r} under {base}; looked for: {', '.join(looked)}. "
-            f"{DATA_HELP}"
-        )
-    catalog = ItemCatalog.from_info_file(info)
-    kwargs.setdefault("category", category)
-    datasets = {s: load_amazon_split(p, catalog, split_name=s, **kwargs) for s, p in paths.items()}
+    files = find_category_files(data_dir, category, splits)
+    name = _check_category_name(category_name) if category_name is not None else _known_category_name(category)
+    catalog = ItemCatalog.from_info_file(files["info"])
+    datasets = {s: load_amazon_split(files[s], catalog, split_name=s, category_name=name, **kwargs) for s in splits}
     return catalog, DatasetDict(datasets)
 
 
@@ -430,6 +647,9 @@ def synthetic_catalog_dataset(
     category: str = "toys and games",
     template: str = DEFAULT_PROMPT_TEMPLATE,
     instructions: Sequence[str] = DEFAULT_INSTRUCTIONS,
+    *,
+    tokenizer: Any = None,
+    max_prompt_length: int | None = None,
 ) -> tuple[ItemCatalog, Dataset]:
     """A tiny catalog and a dataset of users with a learnable rule, for offline demos and tests.
 
@@ -437,7 +657,8 @@ def synthetic_catalog_dataset(
     k+1 (cyclically), and each user's history is a run of consecutive items of one series, so the target is determined
     by the last history title. Titles look like product names: some are prefixes of others (`"Kite"`, `"Kite Deluxe"`),
     some contain quotes or commas. The columns are those of `load_amazon_split`; split with
-    `dataset.train_test_split(test_size=..., seed=...)`.
+    `dataset.train_test_split(test_size=..., seed=...)`. `tokenizer` and `max_prompt_length` limit the prompt length
+    as in `load_amazon_split` (the rule survives: the last history item is always kept).
 
     Example:
     ```python
@@ -457,6 +678,7 @@ def synthetic_catalog_dataset(
         raise ValueError(f"history_len must be (min, max) with 1 <= min <= max, got {history_len}")
     if chain_length < 2:
         raise ValueError(f"chain_length must be at least 2, got {chain_length}")
+    _check_length_limit(tokenizer, max_prompt_length)
     rng = random.Random(seed)
     num_chains = max(1, num_items // chain_length)
     chains = _synthetic_titles(num_items, num_chains, rng)
@@ -469,19 +691,26 @@ def synthetic_catalog_dataset(
         item_ids[title] = pos
     catalog = ItemCatalog.from_titles(sorted(titles, key=item_ids.get))
     records: dict[str, list] = {k: [] for k in _FEATURES}
+    chosen = []
     for u in range(num_users):
         chain = chains[rng.randrange(len(chains))]
         start = rng.randrange(len(chain))
         h = rng.randint(lo, hi)
         history = [chain[(start + j) % len(chain)] for j in range(h)]
         target = chain[(start + h) % len(chain)]
-        instruction = instructions[instruction_index(seed, u, len(instructions))]
-        records["prompt"].append(build_prompt(history, category, instruction, template, max_history=hi))
+        chosen.append(instructions[instruction_index(seed, u, len(instructions))])
+        records["prompt"].append(build_prompt(history, category, chosen[-1], template, max_history=hi))
         records["target"].append(target)
         records["target_item_id"].append(item_ids[target])
         records["history_titles"].append(history)
         records["history_item_ids"].append([item_ids[t] for t in history])
         records["user_id"].append(f"user_{u:05d}")
+    if max_prompt_length is not None:
+        rebuild = lambda u, titles: build_prompt(titles, category, chosen[u], template, hi)  # noqa: E731
+        failures = _fit_prompt_length(records, rebuild, tokenizer, max_prompt_length)
+        if failures:
+            u = min(failures)
+            raise ValueError(f"synthetic_catalog_dataset: user {u} ({len(failures)} user(s) in all): {failures[u]}")
     return catalog, Dataset.from_dict(records, features=_FEATURES)
 
 
