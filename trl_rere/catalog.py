@@ -47,7 +47,10 @@ class ItemCatalog:
     ['Red Ball', 'Blue Car']
     >>> catalog.item_ids("Red Ball")
     [0, 2]
-    >>> catalog = ItemCatalog.from_info_file("info/Toys_and_Games_5_2016-10-2018-11.txt")  # title<TAB>item_id
+    >>> from trl_rere.testing import write_amazon_folder
+    >>> info = write_amazon_folder("tiny-data") / "info" / "Toys_and_Games_5_2016-10-2018-11.txt"  # title<TAB>item_id
+    >>> len(ItemCatalog.from_info_file(info))
+    32
     ```
     """
 

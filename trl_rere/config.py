@@ -68,6 +68,20 @@ class ReReConfig(GRPOConfig):
         no_signal_steps (`int`, *optional*, defaults to `10`):
             Warn when the target has been in none of the groups for this many consecutive generation rounds: every
             reward is then 0 and RL learns nothing. `0` turns the warning off.
+
+    Example:
+    ```python
+    >>> from trl_rere import ReReConfig
+    >>> args = ReReConfig(output_dir="rere-toys", per_device_train_batch_size=64, gradient_accumulation_steps=2)
+    >>> args.num_generations, args.beta, args.use_bias_correction_kl, args.sampling_strategy
+    (16, 0.001, False, 'beam')
+    >>> ReReConfig(output_dir="rere-sid", item_format="sid").completion_template
+    '{title}\n'
+    >>> ReReConfig(output_dir="x", rewards=["rule", "rankng"])
+    Traceback (most recent call last):
+    ...
+    ValueError: rewards: unknown reward 'rankng': use one of [...], a callable or a reward model id
+    ```
     """
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Initial learning rate (ReRe: 1e-5)."})

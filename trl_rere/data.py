@@ -374,8 +374,10 @@ def load_amazon_split(
     ```python
     >>> from trl_rere import ItemCatalog
     >>> from trl_rere.data import load_amazon_split
-    >>> catalog = ItemCatalog.from_info_file("data/info/Industrial_and_Scientific_5_1996-10-2018-11.txt")
-    >>> test = load_amazon_split("data/test/Industrial_and_Scientific_5_1996-10-2018-11.csv", catalog)
+    >>> from trl_rere.testing import write_amazon_folder
+    >>> data_dir = write_amazon_folder("tiny-data", splits=("test",))
+    >>> catalog = ItemCatalog.from_info_file(data_dir / "info" / "Toys_and_Games_5_2016-10-2018-11.txt")
+    >>> test = load_amazon_split(data_dir / "test" / "Toys_and_Games_5_2016-10-2018-11.csv", catalog)
     >>> test[0]["target"] in catalog
     True
     ```
@@ -498,8 +500,14 @@ def find_category_files(
     Example:
     ```python
     >>> from trl_rere.data import find_category_files
-    >>> find_category_files("shared/data", "Industrial_and_Scientific", splits=("test",))["test"].name
-    'Industrial_and_Scientific_5_1996-10-2018-11.csv'
+    >>> from trl_rere.testing import write_amazon_folder
+    >>> data_dir = write_amazon_folder("tiny-data", category="Industrial_and_Scientific", splits=("test",))
+    >>> find_category_files(data_dir, "Industrial_and_Scientific", splits=("test",))["test"].name
+    'Industrial_and_Scientific_5_2016-10-2018-11.csv'
+    >>> find_category_files(data_dir, "Industrial", splits=("test",))  # a prefix is not a category
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: ...
     ```
     """
     if not isinstance(category, str) or not category.strip():
@@ -579,7 +587,9 @@ def load_amazon(
     Example:
     ```python
     >>> from trl_rere.data import load_amazon
-    >>> catalog, splits = load_amazon("shared/data", "Industrial_and_Scientific", splits=("valid", "test"))
+    >>> from trl_rere.testing import write_amazon_folder
+    >>> data_dir = write_amazon_folder("tiny-data", category="Industrial_and_Scientific", splits=("valid", "test"))
+    >>> catalog, splits = load_amazon(data_dir, "Industrial_and_Scientific", splits=("valid", "test"))
     >>> splits["test"].column_names
     ['prompt', 'target', 'target_item_id', 'history_titles', 'history_item_ids', 'user_id']
     ```

@@ -39,7 +39,15 @@ def rank_weights(group_size: int) -> list[float]:
 
 
 def rule_reward(completions, target, **kwargs) -> list[float | None]:
-    """1 for the completion equal to the target title, else 0 (METHOD 4, "rule")."""
+    """1 for the completion that names the target item, else 0 (METHOD 4, "rule").
+
+    Example:
+    ```python
+    >>> from trl_rere import rule_reward
+    >>> rule_reward(['"Red Ball"\\n', '"Blue Car"\\n'], target=["Blue Car", "Blue Car"])
+    [0.0, 1.0]
+    ```
+    """
     titles = _titles(completions, kwargs)
     return [None if _is_placeholder(kwargs, i) else float(t == y) for i, (t, y) in enumerate(zip(titles, target))]
 
@@ -47,7 +55,17 @@ def rule_reward(completions, target, **kwargs) -> list[float | None]:
 def ranking_reward(completions, target, **kwargs) -> list[float | None]:
     """ReRe's ranking penalty: in a group that contains the target, the negative at beam rank i gets `-w_i / Z`
     (`w_i = 1/log2(i+2)`, `Z = sum_j w_j` over the group's G ranks); the target and every member of a group without
-    the target get 0. Groups come from `group_id` (or consecutive runs of equal prompts) and ranks from `beam_rank`."""
+    the target get 0. Groups come from `group_id` (or consecutive runs of equal prompts) and ranks from `beam_rank`.
+
+    Example (one group of G=3 beams, the target at rank 1):
+    ```python
+    >>> from trl_rere import ranking_reward
+    >>> rewards = ranking_reward(["a", "b", "c"], target=["b"] * 3, beam_title=["a", "b", "c"], beam_rank=[0, 1, 2],
+    ...                          group_id=[0, 0, 0])
+    >>> [round(r, 4) for r in rewards]  # -w_i / Z, w = (1, 0.631, 0.5), Z = 2.131
+    [-0.4693, 0.0, -0.2346]
+    ```
+    """
     titles = _titles(completions, kwargs)
     n = len(titles)
     group_ids = kwargs.get("group_id")
@@ -77,7 +95,18 @@ def ranking_reward(completions, target, **kwargs) -> list[float | None]:
 
 def semantic_reward(item_embeddings: torch.Tensor, catalog) -> Callable:
     """Cosine similarity between the embeddings of the generated item and the target (the paper's "semantic"
-    ablation, which invites reward hacking). `item_embeddings[item_id]` is the embedding of an item."""
+    ablation, which invites reward hacking). `item_embeddings[item_id]` is the embedding of an item.
+
+    Example:
+    ```python
+    >>> import torch
+    >>> from trl_rere import ItemCatalog, semantic_reward
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car"])
+    >>> reward = semantic_reward(torch.tensor([[1.0, 0.0], [0.6, 0.8]]), catalog)
+    >>> [round(r, 2) for r in reward(['"Red Ball"\\n', '"Blue Car"\\n'], target=["Blue Car"] * 2)]
+    [0.6, 1.0]
+    ```
+    """
     emb = torch.nn.functional.normalize(torch.as_tensor(item_embeddings, dtype=torch.float32), dim=-1)
 
     def semantic_reward(completions, target, **kwargs) -> list[float | None]:
@@ -96,7 +125,17 @@ def semantic_reward(item_embeddings: torch.Tensor, catalog) -> Callable:
 
 def collaborative_reward(scorer: Callable[[Sequence, int], float], catalog, history_column: str = "history_item_ids"):
     """Scores each generated item with any collaborative model `scorer(history, item_id) -> float` (e.g. a trained
-    SASRec), the paper's "collaborative" ablation. `history` is the dataset column `history_column`."""
+    SASRec), the paper's "collaborative" ablation. `history` is the dataset column `history_column`.
+
+    Example:
+    ```python
+    >>> from trl_rere import ItemCatalog, collaborative_reward
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car"])
+    >>> reward = collaborative_reward(lambda history, item: float(item not in history), catalog)
+    >>> reward(['"Red Ball"\\n', '"Blue Car"\\n'], history_item_ids=[[0], [0]])
+    [0.0, 1.0]
+    ```
+    """
 
     def collaborative_reward(completions, **kwargs) -> list[float | None]:
         titles = _titles(completions, kwargs)

@@ -257,3 +257,52 @@ def tiny_causal_lm(
     model.generation_config.bos_token_id = config.bos_token_id
     model.eval()
     return model
+
+
+def write_amazon_folder(
+    path,
+    category: str = "Toys_and_Games",
+    splits: tuple[str, ...] = ("train", "valid", "test"),
+    num_items: int = 32,
+    users_per_split: int = 16,
+    seed: int = 0,
+):
+    """Writes a tiny data folder in the D3/ReRe layout (`info/{category}_5_2016-10-2018-11.txt` and
+    `{split}/{category}_5_2016-10-2018-11.csv`) from `trl_rere.data.synthetic_catalog_dataset`, for examples and tests
+    of the file loaders without the real Amazon files. Returns the folder as a `pathlib.Path`.
+
+    Example:
+    ```python
+    >>> from trl_rere.data import load_amazon
+    >>> from trl_rere.testing import write_amazon_folder
+    >>> data_dir = write_amazon_folder("tiny-data", splits=("train", "test"))
+    >>> catalog, splits = load_amazon(data_dir, "Toys_and_Games", splits=("train", "test"))
+    >>> len(catalog), len(splits["test"])
+    (32, 16)
+    ```
+    """
+    import csv
+    from pathlib import Path
+
+    from .data import synthetic_catalog_dataset
+
+    root = Path(path)
+    stem = f"{category}_5_2016-10-2018-11"
+    catalog, dataset = synthetic_catalog_dataset(num_items=num_items, num_users=users_per_split * len(splits),
+                                                 seed=seed)
+    (root / "info").mkdir(parents=True, exist_ok=True)
+    with open(root / "info" / f"{stem}.txt", "w", encoding="utf-8") as f:
+        for title in catalog.titles:
+            for item_id in catalog.item_ids(title):
+                f.write(f"{title}\t{item_id}\n")
+    columns = ["user_id", "history_item_id", "item_id", "history_item_title", "item_title"]
+    for k, split in enumerate(splits):
+        (root / split).mkdir(exist_ok=True)
+        with open(root / split / f"{stem}.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in dataset.select(range(k * users_per_split, (k + 1) * users_per_split)):
+                # the list columns are Python list literals, as in the published files
+                writer.writerow([row["user_id"], repr(row["history_item_ids"]), row["target_item_id"],
+                                 repr(row["history_titles"]), row["target"]])
+    return root

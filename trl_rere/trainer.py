@@ -84,7 +84,8 @@ class ReReTrainer(GRPOTrainer):
     ...                   report_to=[], use_cpu=True)
     >>> trainer = ReReTrainer(model="tiny-model", args=args, train_dataset=dataset, processing_class=tokenizer,
     ...                       catalog=catalog)  # reward_funcs=None: ReRe's rule + ranking reward
-    >>> trainer.train().global_step
+    >>> trainer.train().global_step  # prints the step's loss, rewards and rere/* group statistics
+    {...}
     1
     ```
     """

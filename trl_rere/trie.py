@@ -65,10 +65,16 @@ class ItemTrie:
     Example:
     ```python
     >>> from trl_rere import ItemCatalog, ItemTrie
+    >>> from trl_rere.testing import train_tokenizer
     >>> catalog = ItemCatalog.from_titles(["Red Ball", "Red Ball Pit", "Blue Car"])
+    >>> tokenizer = train_tokenizer(catalog.titles)
     >>> trie = ItemTrie.from_catalog(catalog, tokenizer)  # completions '"{title}"\\n' + EOS after "### Response:\\n"
     >>> trie.lookup(trie.title_token_ids(0))  # -> title index 0
     0
+    >>> tokenizer.decode(trie.title_token_ids(1))
+    '"Red Ball Pit"\\n<|endoftext|>'
+    >>> len(trie), trie.max_length == max(len(trie.title_token_ids(i)) for i in range(3))
+    (3, True)
     ```
     """
 
