@@ -13,7 +13,9 @@ from .constrained import (
 )
 from .data import DataError, build_prompt, load_amazon, load_amazon_split, sft_dataset, synthetic_catalog_dataset
 from .evaluation import RankingEvalCallback, evaluate_ranking, ranking_metrics
+from .item_format import ItemFormat, get_item_format
 from .rewards import collaborative_reward, ranking_reward, rule_reward, semantic_reward
+from .sampling import draw_groups
 from .trainer import ReReTrainer
 from .trie import ItemTrie, TrieBoundaryError
 
@@ -23,6 +25,7 @@ __all__ = [
     "CatalogError",
     "DataError",
     "ItemCatalog",
+    "ItemFormat",
     "ItemTrie",
     "RankedBeams",
     "ReReConfig",
@@ -33,7 +36,9 @@ __all__ = [
     "build_prompt",
     "collaborative_reward",
     "constrained_beam_search",
+    "draw_groups",
     "evaluate_ranking",
+    "get_item_format",
     "load_amazon",
     "load_amazon_split",
     "make_prefix_allowed_tokens_fn",

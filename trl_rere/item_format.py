@@ -58,6 +58,14 @@ class ItemFormat:
         prompt_suffix (`str` or `None`):
             The fixed ending every prompt has. Completions are tokenized after it, so that BPE merges at the boundary
             match what the model sees; `None` tokenizes completions on their own.
+
+    Example:
+    ```python
+    >>> from trl_rere import ItemFormat
+    >>> answer = ItemFormat("answer", completion_template="Answer: {title}\\n", prompt_suffix="### Response:\\n")
+    >>> answer.render("Red Ball"), answer.parse("Answer: Red Ball")
+    ('Answer: Red Ball\\n', 'Red Ball')
+    ```
     """
 
     name: str
@@ -109,6 +117,13 @@ def get_item_format(
     """The `ItemFormat` named `item_format` (or the format itself), with its template or suffix replaced if given.
 
     `prompt_suffix=None` means "tokenize completions on their own", so "not given" is `...`.
+
+    Example:
+    ```python
+    >>> from trl_rere import get_item_format
+    >>> get_item_format("sid").completion_template, get_item_format("title", "<{title}>\\n").render("Red Ball")
+    ('{title}\\n', '<Red Ball>\\n')
+    ```
     """
     if isinstance(item_format, ItemFormat):
         base = item_format

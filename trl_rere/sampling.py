@@ -212,6 +212,20 @@ def draw_groups(
         fills a group when the catalog has fewer reachable items than G.
 
     The model runs in eval mode (no dropout: beams are ranked by the deterministic policy) and gets its mode back.
+
+    Example:
+    ```python
+    >>> from trl_rere import ItemCatalog, ItemTrie, draw_groups
+    >>> from trl_rere.constrained import tokenize_prompts
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll"])
+    >>> tokenizer = train_tokenizer(list(catalog.titles))
+    >>> trie = ItemTrie.from_catalog(catalog, tokenizer)
+    >>> prompt_ids = tokenize_prompts(tokenizer, ['Last: "Red Ball"\\n### Response:\\n'], trie)
+    >>> (group,) = draw_groups(tiny_causal_lm(tokenizer), prompt_ids, trie, "beam", group_size=3)
+    >>> [beam.rank for beam in group], len({beam.title for beam in group}), all(b.title in catalog for b in group)
+    ([0, 1, 2], 3, True)
+    ```
     """
     if strategy not in SAMPLING_STRATEGIES:
         raise ValueError(f"strategy must be one of {SAMPLING_STRATEGIES}, got {strategy!r}")
