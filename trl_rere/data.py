@@ -341,13 +341,15 @@ def load_amazon(
     data_dir: str | os.PathLike,
     category: str = "Industrial_and_Scientific",
     splits: Sequence[str] = ("train", "valid", "test"),
+    item_format: str | ItemFormat = "title",
     **kwargs,
 ) -> tuple[ItemCatalog, DatasetDict]:
     """Loads a dataset in the D3/ReRe layout: the catalog `info/{category}_*.txt` and one CSV per split,
     `{split}/{category}_*.csv`, found by glob under `data_dir` (or its `amazon/` / `Amazon/` subfolder).
 
     Other keyword arguments go to `load_amazon_split`. Raises `FileNotFoundError` listing the paths it tried when
-    a file is missing.
+    a file is missing. `item_format="sid"` reads MiniOneRec's semantic-ID layout instead, with SID prompts and targets
+    (`trl_rere.semantic_ids.load_sid_amazon`).
 
     Example:
     ```python
@@ -357,6 +359,10 @@ def load_amazon(
     ['prompt', 'target', 'target_item_id', 'history_titles', 'history_item_ids', 'user_id']
     ```
     """
+    if get_item_format(item_format).name == "sid":
+        from .semantic_ids import load_sid_amazon  # imported here: semantic_ids builds on this module
+
+        return load_sid_amazon(data_dir, category, splits, **kwargs)
     if isinstance(splits, str):
         splits = (splits,)
     base = Path(data_dir)
