@@ -163,9 +163,11 @@ def add_sid_tokens(
     with `skip_special_tokens=True`, which would erase special tokens from the text the rewards read. Codes the
     tokenizer already has as single tokens are left alone, so calling this twice adds nothing the second time. With
     a `model`, its embeddings are resized to the new vocabulary when it outgrows them; they are never shrunk, since
-    Qwen2 checkpoints carry spare rows beyond `len(tokenizer)` (151,936 for 151,646 tokens) that the new codes may fill
-    as they are. New rows get transformers' default initialisation. Returns the codes that were added, in id order, then runs
-    `check_sid_tokens` so that a tokenizer on which a code still is not one token fails here, not in training.
+    Qwen2 checkpoints carry spare rows beyond `len(tokenizer)` (151,936 for 151,646 tokens) that the new codes may
+    fill as they are. New rows get transformers' default initialisation (near the mean embedding, so a pretrained
+    model tells the codes apart only after SFT; build a from-scratch model after adding the codes instead). Returns
+    the codes that were added, in id order, then runs `check_sid_tokens`, so that a tokenizer on which a code still is
+    not one token fails here, not in training.
 
     Example:
     ```python
