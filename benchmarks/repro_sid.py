@@ -242,30 +242,44 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps):
     return trainer.model, {"train_s": train_s, "curve": curve, "steps": trainer.state.global_step}
 
 
-def result_path(sft_dir: Path, name: str, lr, seed, tag: str, a, steps: int) -> Path:
+def run_name(name: str, lr, seed, a, steps: int) -> str:
+    """The file-name stem of one (row, lr, seed) run: its settings hashed, so other settings never reuse it."""
     if ROWS[name][1] is None:
-        return sft_dir / f"sft-{tag}.json"
+        return "sft"
     cfg = {"rl": name, "steps": steps, "P": a.prompts_per_step, "G": a.G, "lr": lr, "beta": a.beta,
            "warmup": a.warmup_ratio, "seed": seed, "pool": a.rl_pool}
-    return sft_dir / f"{name}-{_key(cfg)}-{tag}.json"
+    return f"{name}-{_key(cfg)}"
+
+
+def trained_model(name, lr, seed, a, ctx):
+    """(model, training record) of one run: the SFT checkpoint for row 1, otherwise the run's checkpoint if it was
+    trained before (tuning and reporting evaluate the same run on two user sets), or a new training run."""
+    from transformers import AutoModelForCausalLM
+
+    if ROWS[name][1] is None:
+        return AutoModelForCausalLM.from_pretrained(ctx["sft_dir"], dtype=torch.float32).to(a.device), {"train_s": 0.0}
+    model_dir = ctx["sft_dir"] / f"{run_name(name, lr, seed, a, ctx['steps'])}-model"
+    record = model_dir / "run.json"
+    if record.exists() and (not a.fresh or model_dir in ctx["trained"]):
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(a.device), json.loads(
+            record.read_text())
+    model, extra = train_row(name, lr, seed, a, ctx["sft_dir"], ctx["tok"], ctx["catalog"], ctx["rl_pool"],
+                             ctx["steps"])
+    model.save_pretrained(model_dir)
+    record.write_text(json.dumps(extra))
+    ctx["trained"].add(model_dir)
+    return model, extra
 
 
 def get_result(name, lr, seed, tag, data, compute, a, ctx) -> dict | None:
     """The cached result of (row, lr, seed) on the evaluation `tag`, computing it if allowed."""
-    path = result_path(ctx["sft_dir"], name, lr, seed, tag, a, ctx["steps"])
+    path = ctx["sft_dir"] / f"{run_name(name, lr, seed, a, ctx['steps'])}-{tag}.json"
     if path.exists() and not a.fresh:
         return json.loads(path.read_text())
     if not compute:
         return None
-    from transformers import AutoModelForCausalLM
-
     log(f"{ROWS[name][0]} lr {lr} seed {seed} on {tag}: start")
-    if ROWS[name][1] is None:
-        model, extra = AutoModelForCausalLM.from_pretrained(ctx["sft_dir"], dtype=torch.float32).to(a.device), {
-            "train_s": 0.0}
-    else:
-        model, extra = train_row(name, lr, seed, a, ctx["sft_dir"], ctx["tok"], ctx["catalog"], ctx["rl_pool"],
-                                 ctx["steps"])
+    model, extra = trained_model(name, lr, seed, a, ctx)
     return run_eval(model, ctx["tok"], data, ctx["trie"], a, path, {"row": name, "lr": lr, "seed": seed, **extra})
 
 
@@ -429,7 +443,7 @@ def main(argv=None):
         cpu_compact_logprobs()
         lean_cpu_logprob_tiles()
     suffix = "" if a.device == "cpu" else f"-{a.device.split(':')[0]}"
-    ctx = {"sft_dir": sft_dir, "tok": tok, "catalog": catalog, "trie": trie, "rl_pool": rl_pool, "steps": steps,
+    ctx = {"sft_dir": sft_dir, "trained": set(), "tok": tok, "catalog": catalog, "trie": trie, "rl_pool": rl_pool, "steps": steps,
            "dev": dev, "dev_tag": f"dev{len(dev)}-{_key(list(dev['user_id']))}-b{a.eval_beams}{suffix}"}
     report_tag = f"test{len(test)}-{_key(list(test['user_id']))}-b{a.eval_beams}{suffix}"
     compute = set() if a.report_only else set(rows)

@@ -86,6 +86,9 @@ def test_each_rl_row_is_tuned_on_dev_users_over_the_same_grid(quick):
         grids.setdefault(r["row"], set()).add(r["lr"])
         assert r["metrics"]["num_examples"] == 8  # --quick: 8 dev users
     assert grids == {row: {1e-4, 1e-3} for row in ("sft_ce", "grpo_sample", "beam_rule", "rere")}
+    # the run at the chosen lr and the tuning seed is trained once and evaluated on dev and on the reported users
+    assert first.count("  RL ") == 3 * 2
+    assert len(list(sft_dir.glob("*-model"))) == 4 * 2 + 1  # + row 4's seed 1 from the second invocation
     for r in dev:
         if r["row"] in ("grpo_sample", "beam_rule", "rere"):
             assert len(r["curve"]["rere/target_in_group"]) == 2  # --quick: 2 RL steps

@@ -176,16 +176,16 @@ def add_sid_tokens(
     ['<a_1>', '<b_2>', '<b_5>', '<c_0>', '<c_3>']
     ```
     """
-    codes = sid_codes(catalog_or_sids)
+    sids = list(catalog_or_sids.titles if isinstance(catalog_or_sids, ItemCatalog) else catalog_or_sids)
     vocab = tokenizer.get_vocab()
-    missing = [c for c in codes if c not in vocab]
+    missing = [c for c in sid_codes(sids) if c not in vocab]
     if missing:
         tokenizer.add_tokens(missing, special_tokens=False)
     if model is not None:
         rows = model.get_input_embeddings().weight.shape[0]
         if len(tokenizer) > rows:
             model.resize_token_embeddings(len(tokenizer))
-    check_sid_tokens(tokenizer, catalog_or_sids, prompt_suffix)
+    check_sid_tokens(tokenizer, sids, prompt_suffix)
     return missing
 
 
@@ -449,7 +449,7 @@ def load_sid_amazon(
     >>> from trl_rere import load_amazon
     >>> catalog, splits = load_amazon("shared/data", "Industrial_and_Scientific", ("valid", "test"), item_format="sid")
     >>> splits["test"][0]["target"]  # an SID string, a catalog key
-    '<a_165><b_214><c_252>'
+    '<a_223><b_80><c_216>'
     ```
     """
     if isinstance(splits, str):
