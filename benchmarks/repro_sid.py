@@ -37,7 +37,7 @@ a JSON file under `--work_dir`, reused when present, and the tables merge whatev
 there (`--report_only` merges without computing). The main table goes to benchmarks/RESULTS.md, section `repro_sid`
 (`repro_sid_heldout` for the held-out pool); `--quick` runs a tiny configuration and writes nothing there.
 
-Run:  python benchmarks/repro_sid.py --device cuda                         (everything: tuning, 3 seeds, both rows sets)
+Run:  python benchmarks/repro_sid.py --device cuda                         (main table: lr tuning, then 3 seeds per row)
       python benchmarks/repro_sid.py --device cuda --rows sft,rere --seeds 0  (part of it; rerun others later)
       python benchmarks/repro_sid.py --device cuda --rl_pool heldout         (the second table)
       python benchmarks/repro_sid.py --quick                                 (a minute on a CPU; RESULTS.md untouched)
@@ -456,6 +456,7 @@ def main(argv=None):
             continue
         chosen[name] = lr
         runs = []
+        # seeds computed here, and any of seeds 0-9 cached by earlier invocations: runs done apart merge
         for seed in [None] if ROWS[name][1] is None else sorted(set(seeds) | set(range(10))):
             run = get_result(name, lr, seed, report_tag, test, name in compute and (seed is None or seed in seeds), a,
                              ctx)
