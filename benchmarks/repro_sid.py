@@ -443,8 +443,8 @@ def main(argv=None):
         cpu_compact_logprobs()
         lean_cpu_logprob_tiles()
     suffix = "" if a.device == "cpu" else f"-{a.device.split(':')[0]}"
-    ctx = {"sft_dir": sft_dir, "trained": set(), "tok": tok, "catalog": catalog, "trie": trie, "rl_pool": rl_pool, "steps": steps,
-           "dev": dev, "dev_tag": f"dev{len(dev)}-{_key(list(dev['user_id']))}-b{a.eval_beams}{suffix}"}
+    ctx = {"sft_dir": sft_dir, "trained": set(), "tok": tok, "catalog": catalog, "trie": trie, "rl_pool": rl_pool,
+           "steps": steps, "dev": dev, "dev_tag": f"dev{len(dev)}-{_key(list(dev['user_id']))}-b{a.eval_beams}{suffix}"}
     report_tag = f"test{len(test)}-{_key(list(test['user_id']))}-b{a.eval_beams}{suffix}"
     compute = set() if a.report_only else set(rows)
 
