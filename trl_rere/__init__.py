@@ -16,6 +16,15 @@ from .evaluation import RankingEvalCallback, evaluate_ranking, ranking_metrics
 from .item_format import ItemFormat, get_item_format
 from .rewards import collaborative_reward, ranking_reward, rule_reward, semantic_reward
 from .sampling import draw_groups
+from .semantic_ids import (
+    SIDTokenError,
+    add_sid_tokens,
+    build_sid_prompt,
+    check_sid_tokens,
+    load_sid_amazon,
+    sid_prefix_pairs,
+    synthetic_sid_dataset,
+)
 from .trainer import ReReTrainer
 from .trie import ItemTrie, TrieBoundaryError
 
@@ -31,9 +40,13 @@ __all__ = [
     "ReReConfig",
     "RankingEvalCallback",
     "ReReTrainer",
+    "SIDTokenError",
     "TrieBoundaryError",
     "TrieLogitsProcessor",
+    "add_sid_tokens",
     "build_prompt",
+    "build_sid_prompt",
+    "check_sid_tokens",
     "collaborative_reward",
     "constrained_beam_search",
     "draw_groups",
@@ -41,11 +54,14 @@ __all__ = [
     "get_item_format",
     "load_amazon",
     "load_amazon_split",
+    "load_sid_amazon",
     "make_prefix_allowed_tokens_fn",
     "ranking_metrics",
     "ranking_reward",
     "rule_reward",
     "semantic_reward",
     "sft_dataset",
+    "sid_prefix_pairs",
     "synthetic_catalog_dataset",
+    "synthetic_sid_dataset",
 ]

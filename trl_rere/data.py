@@ -572,6 +572,7 @@ def load_amazon(
     category: str = "Industrial_and_Scientific",
     splits: Sequence[str] = ("train", "valid", "test"),
     *,
+    item_format: str | ItemFormat = "title",
     category_name: str | None = None,
     **kwargs,
 ) -> tuple[ItemCatalog, DatasetDict]:
@@ -582,7 +583,8 @@ def load_amazon(
     The prompts call the items `category_name` when given, else `CATEGORY_NAMES[category]`; a category without a
     known name needs `category_name=` (the original prompts pluralize it by appending "s"). Other keyword arguments go
     to `load_amazon_split`, e.g. `tokenizer=` and `max_prompt_length=` to drop the oldest history items of prompts
-    that would be too long.
+    that would be too long. `item_format="sid"` reads MiniOneRec's semantic-ID layout instead, with SID prompts and
+    targets (`trl_rere.semantic_ids.load_sid_amazon`, which takes the same `tokenizer=` / `max_prompt_length=`).
 
     Example:
     ```python
@@ -594,6 +596,12 @@ def load_amazon(
     ['prompt', 'target', 'target_item_id', 'history_titles', 'history_item_ids', 'user_id']
     ```
     """
+    if get_item_format(item_format).name == "sid":
+        from .semantic_ids import load_sid_amazon  # imported here: semantic_ids builds on this module
+
+        if category_name is not None:
+            raise ValueError("category_name names the items in title prompts; SID prompts have no category noun")
+        return load_sid_amazon(data_dir, category, splits, **kwargs)
     if isinstance(splits, str):
         splits = (splits,)
     files = find_category_files(data_dir, category, splits)

@@ -1,0 +1,488 @@
+"""Reproduction of ReRe over semantic IDs (MiniOneRec's setting) on Amazon Industrial_and_Scientific.
+
+MiniOneRec (github.com/AkaliKong/MiniOneRec) trains ReRe's RL over 3-level semantic IDs and reports, on Industrial,
+HR@10 0.1586 / NDCG@10 0.1167 (SASRec 0.0806, TIGER 0.0908 NDCG@10) with a pretrained Qwen2.5 model; the numbers are
+here for scale only: this script trains a small model from scratch.
+
+Pipeline (every RL row starts from the same SFT checkpoint and gets the same budget: prompts, steps, G, beta, lr grid):
+
+  data       MiniOneRec's files (`load_amazon(..., item_format="sid")`): prompt "### User Input: \\nThe user has
+             interacted with items {sid_1}, ..., {sid_n} in chronological order. Can you predict ...
+             \\n\\n### Response:\\n",
+             full history (up to 10 items), completion "{sid}\\n" + EOS
+  dev        `--dev_users` seeded random users, whose **valid** event (history -> valid target) is held out of
+             training: their completion loss early-stops SFT and their ranking chooses each row's RL learning rate.
+             Their test events are reported like everyone's, but tuning never sees a test target.
+  tokenizer  byte-level BPE trained on the prompt wording, plus one token per SID code (`add_sid_tokens`), or a
+             pretrained tokenizer (`--tokenizer path`) with the codes added
+  model      a small Qwen2-style causal LM initialised from scratch with the codes in its vocabulary
+  SFT        completion-only cross-entropy (TRL SFTTrainer's objective, `repro_industrial.lean_sft`) on every
+             (history prefix -> next item) pair of the valid split's sequences (the dev users' last pair excepted),
+             at most `--sft_epochs`, keeping the epoch with the lowest dev loss
+  RL pool    `--rl_pool sft` (main table, the authors' recipe): the SFT pairs themselves; `--rl_pool heldout` (second
+             table): a seeded random `--heldout_frac` of the pairs, held out of SFT
+  rows       1. SFT only
+             1b. control: the SFT loss on the RL rows' prompts with their optimiser budget
+             2. GRPO with trie-constrained temperature sampling, rule reward
+             3. ReRe sampling (constrained beam search, G distinct items), rule reward only
+             4. ReRe: beam search, rule + ranking reward (the method)
+  RL         ReReTrainer, item_format="sid", G=16, beta 1e-3, plain k3 KL (ReReConfig's default), `--rl_epochs`
+             passes over the pool (>= 1), one lr per row chosen from `--lr_grid` by dev NDCG@10 (seed `--tune_seed`);
+             the chosen lr is then run with every seed of `--seeds`
+  eval       trie-constrained beam search, 50 beams, on all 4,533 test users (`--eval_users 0`), HR@K / NDCG@K;
+             per-user paired standard errors of each row's difference to SFT, means and spread over seeds
+
+Rows and seeds can run in separate invocations (`--rows rere --seeds 1`): every (row, lr, seed, evaluation) result is
+a JSON file under `--work_dir`, reused when present, and the tables merge whatever results of this configuration are
+there (`--report_only` merges without computing). The main table goes to benchmarks/RESULTS.md, section `repro_sid`
+(`repro_sid_heldout` for the held-out pool); `--quick` runs a tiny configuration and writes nothing there.
+
+Run:  python benchmarks/repro_sid.py --device cuda                         (main table: lr tuning, then 3 seeds per row)
+      python benchmarks/repro_sid.py --device cuda --rows sft,rere --seeds 0  (part of it; rerun others later)
+      python benchmarks/repro_sid.py --device cuda --rl_pool heldout         (the second table)
+      python benchmarks/repro_sid.py --quick                                 (a minute on a CPU; RESULTS.md untouched)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import repro_industrial as ri  # noqa: E402  (sets up sys.path and the environment for the package)
+import torch  # noqa: E402
+from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402
+from _results import write_section  # noqa: E402
+from repro_industrial import (  # noqa: E402
+    _key,
+    hardware,
+    lean_sft,
+    log,
+    mean_se,
+    paired_difference,
+    per_user_ndcg,
+    run_eval,
+    split_rl_pool,
+)
+
+from trl_rere.data import load_amazon  # noqa: E402
+from trl_rere.evaluation import DEFAULT_KS  # noqa: E402
+from trl_rere.item_format import get_item_format  # noqa: E402
+from trl_rere.semantic_ids import SID_PROMPT_TEMPLATE, add_sid_tokens, sid_prefix_pairs  # noqa: E402
+from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
+from trl_rere.trie import ItemTrie  # noqa: E402
+
+
+REPO = ri.REPO
+CATEGORY = "Industrial_and_Scientific"
+PUBLISHED = ("MiniOneRec's published Industrial numbers (pretrained Qwen2.5, 8 GPUs; for scale, not comparable to a "
+             "model trained from scratch here): MiniOneRec HR@10 0.1586, NDCG@10 0.1167; SASRec NDCG@10 0.0806, "
+             "TIGER NDCG@10 0.0908.")
+
+# name -> (label, sampling_strategy, rewards); the rows of repro_industrial, over SIDs
+ROWS = {
+    "sft": ("1. SFT only", None, None),
+    "sft_ce": ("1b. SFT + cross-entropy on the RL prompts (control)", "ce", None),
+    "grpo_sample": ("2. SFT + GRPO, trie-constrained sampling, rule reward", "sample", ["rule"]),
+    "beam_rule": ("3. SFT + ReRe sampling (beam), rule reward", "beam", ["rule"]),
+    "rere": ("4. SFT + ReRe (beam, rule + ranking)", "beam", ["rule", "ranking"]),
+}
+GOALS = {"sft": "above SFT", "sft_ce": "above the supervised control", "grpo_sample": "above GRPO with sampling",
+         "beam_rule": "ranking reward at least as good as rule only"}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"), help="folder with (minionerec/)index")
+    p.add_argument("--work_dir", default=str(REPO / "benchmarks" / "_work" / "sid"))
+    p.add_argument("--rows", default=",".join(ROWS), help=f"rows to compute, comma list of {','.join(ROWS)}")
+    p.add_argument("--seeds", default="0,1,2", help="RL seeds to compute (comma list); the SFT checkpoint is shared")
+    p.add_argument("--report_only", action="store_true", help="compute nothing; merge the cached results")
+    p.add_argument("--sft_seed", type=int, default=0)
+    p.add_argument("--max_history", type=int, default=10)
+    p.add_argument("--dev_users", type=int, default=300, help="users whose valid event is the dev set")
+    p.add_argument("--tokenizer", default="bpe", help="'bpe' (trained on the prompt wording) or a tokenizer folder")
+    p.add_argument("--vocab_size", type=int, default=512, help="BPE vocabulary before the SID codes")
+    p.add_argument("--hidden", type=int, default=128)
+    p.add_argument("--layers", type=int, default=4)
+    p.add_argument("--heads", type=int, default=4)
+    p.add_argument("--intermediate", type=int, default=512)
+    p.add_argument("--sft_epochs", type=float, default=10.0, help="at most; the epoch with the lowest dev loss is kept")
+    p.add_argument("--sft_lr", type=float, default=2e-3)
+    p.add_argument("--sft_batch", type=int, default=64)
+    p.add_argument("--rl_pool", choices=("sft", "heldout"), default="sft")
+    p.add_argument("--heldout_frac", type=float, default=0.15)
+    p.add_argument("--rl_epochs", type=float, default=1.0, help="passes over the RL pool")
+    p.add_argument("--rl_steps", type=int, default=None, help="overrides --rl_epochs (e.g. to time a few steps)")
+    p.add_argument("--prompts_per_step", type=int, default=64, help="MiniOneRec: 64 x 2 x 8 completions / G=16")
+    p.add_argument("--G", type=int, default=16)
+    p.add_argument("--lr_grid", default="1e-5,3e-5,1e-4", help="RL (and control) learning rates tried on dev users")
+    p.add_argument("--tune_seed", type=int, default=0)
+    p.add_argument("--beta", type=float, default=1e-3)
+    p.add_argument("--warmup_ratio", type=float, default=0.03)
+    p.add_argument("--eval_users", type=int, default=0, help="test users reported (0: all 4,533)")
+    p.add_argument("--eval_seed", type=int, default=1234)
+    p.add_argument("--eval_beams", type=int, default=50)
+    p.add_argument("--eval_batch", type=int, default=10)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--quick", action="store_true", help="tiny sanity run; RESULTS.md untouched")
+    p.add_argument("--fresh", action="store_true", help="ignore cached results")
+    p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.work_dir = str(Path(a.work_dir) / "quick")
+        a.sft_max_pairs, a.sft_epochs, a.sft_batch = 256, 1.0, 32
+        a.rl_steps, a.prompts_per_step, a.G, a.lr_grid = 2, 2, 4, "1e-4,1e-3"
+        a.seeds = "0" if a.seeds == p.get_default("seeds") else a.seeds
+        a.eval_users, a.eval_beams, a.dev_users = 12, 10, 8
+        a.hidden, a.layers, a.heads, a.intermediate = 32, 2, 2, 64
+        a.no_results = True
+    else:
+        a.sft_max_pairs = None
+    return a
+
+
+# -- data -------------------------------------------------------------------------------------------------------------
+def split_dev(valid, n_dev: int, seed: int):
+    """(SFT pairs, dev rows): every prefix pair of the valid sequences but the dev users' last one, which is the dev
+    set (history -> valid target, a later event than any pair trained on for that user, and earlier than its test)."""
+    order = list(range(len(valid)))
+    random.Random(seed).shuffle(order)
+    dev = sorted(order[:n_dev])
+    dev_set = set(dev)
+    pairs = sid_prefix_pairs(valid)
+    last, keep = -1, []
+    for r, n in enumerate(len(h) for h in valid["history_titles"]):
+        last += n
+        keep += range(last - n + 1, last + (r not in dev_set))
+    return pairs.select(keep), valid.select(dev)
+
+
+def encode_sid_examples(tok, data) -> list[tuple[list[int], int]]:
+    """(prompt + '{sid}\\n' + EOS token ids, prompt length) per row, as the trie and TRL tokenize them."""
+    fmt = get_item_format("sid")
+    prompts = tok(list(data["prompt"]))["input_ids"]
+    fulls = tok([p + fmt.render(t) for p, t in zip(data["prompt"], data["target"])])["input_ids"]
+    examples = []
+    for p_ids, full in zip(prompts, fulls):
+        if full[: len(p_ids)] != p_ids:
+            raise ValueError("the prompt/completion boundary is unstable")
+        examples.append((full + [tok.eos_token_id], len(p_ids)))
+    return examples
+
+
+def build_tokenizer(a, catalog, work: Path):
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    cfg = {"tok": a.tokenizer, "vocab": a.vocab_size, "codes": _key(sorted(catalog.titles))}
+    tok_dir = work / f"tokenizer-{_key(cfg)}"
+    if (tok_dir / "tokenizer.json").exists() and not a.fresh:
+        return PreTrainedTokenizerFast.from_pretrained(tok_dir), tok_dir.name
+    if a.tokenizer == "bpe":
+        wording = SID_PROMPT_TEMPLATE.replace("{history}", "")
+        tok = train_tokenizer([wording] * 4 + ["0123456789, "], kind="bpe", vocab_size=a.vocab_size)
+    else:
+        tok = AutoTokenizer.from_pretrained(a.tokenizer)
+        tok.pad_token = tok.pad_token or tok.eos_token
+        tok.padding_side = "left"
+    added = add_sid_tokens(tok, catalog)  # before the model is built: the codes get their own random embeddings
+    tok.save_pretrained(tok_dir)
+    log(f"tokenizer: {len(tok)} tokens ({len(added)} SID codes added)")
+    return tok, tok_dir.name
+
+
+# -- rows -------------------------------------------------------------------------------------------------------------
+def rl_budget(a, n_pool: int) -> int:
+    return a.rl_steps if a.rl_steps else math.ceil(a.rl_epochs * n_pool / a.prompts_per_step)
+
+
+def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps):
+    """Trains row `name` from the SFT checkpoint; returns (model, record of the run)."""
+    from transformers import AutoModelForCausalLM
+
+    from trl_rere import ReReConfig, ReReTrainer
+
+    _, strategy, rewards = ROWS[name]
+    t0 = time.time()
+    if strategy == "ce":
+        model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).to(a.device)
+        picks = random.Random(seed).sample(range(len(rl_pool)), min(len(rl_pool), steps * a.prompts_per_step))
+        lean_sft(model, tok, encode_sid_examples(tok, rl_pool.select(picks)), epochs=1.0, lr=lr,
+                 batch_size=a.prompts_per_step, seed=seed, warmup=a.warmup_ratio, weight_decay=0.0,
+                 max_grad_norm=ReReConfig.max_grad_norm, log_every=max(1, steps // 4))
+        return model, {"train_s": time.time() - t0}
+    args = ReReConfig(
+        output_dir=str(Path(a.work_dir) / "rl-tmp"), item_format="sid",
+        per_device_train_batch_size=a.G * a.prompts_per_step, num_generations=a.G, max_steps=steps, learning_rate=lr,
+        beta=a.beta, warmup_steps=a.warmup_ratio,  # below 1: a fraction of the steps
+        sampling_strategy=strategy, rewards=rewards, gradient_checkpointing=False, bf16=False, report_to=[],
+        save_strategy="no", logging_steps=1, use_cpu=a.device == "cpu", seed=seed, data_seed=seed,
+        disable_tqdm=True, ranking_metrics_ks=[1, 5, 10], dataloader_num_workers=0,
+    )
+    trainer = ReReTrainer(model=str(sft_dir), args=args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
+                          processing_class=tok, catalog=catalog)
+    trainer.train()
+    train_s = time.time() - t0
+    hist = [h for h in trainer.state.log_history if "reward" in h]
+    curve = {k: [round(h.get(k, float("nan")), 4) for h in hist]
+             for k in ("reward", "rere/target_in_group", "rere/NDCG@10", "rere/distinct_items_per_group", "kl")}
+    log(f"  RL {name} lr {lr:g} seed {seed}: {trainer.state.global_step} steps in {train_s:.0f}s "
+        f"({train_s / max(1, trainer.state.global_step):.2f} s/step)")
+    return trainer.model, {"train_s": train_s, "curve": curve, "steps": trainer.state.global_step}
+
+
+def run_name(name: str, lr, seed, a, steps: int) -> str:
+    """The file-name stem of one (row, lr, seed) run: its settings hashed, so other settings never reuse it."""
+    if ROWS[name][1] is None:
+        return "sft"
+    cfg = {"rl": name, "steps": steps, "P": a.prompts_per_step, "G": a.G, "lr": lr, "beta": a.beta,
+           "warmup": a.warmup_ratio, "seed": seed, "pool": a.rl_pool}
+    return f"{name}-{_key(cfg)}"
+
+
+def trained_model(name, lr, seed, a, ctx):
+    """(model, training record) of one run: the SFT checkpoint for row 1, otherwise the run's checkpoint if it was
+    trained before (tuning and reporting evaluate the same run on two user sets), or a new training run."""
+    from transformers import AutoModelForCausalLM
+
+    if ROWS[name][1] is None:
+        return AutoModelForCausalLM.from_pretrained(ctx["sft_dir"], dtype=torch.float32).to(a.device), {"train_s": 0.0}
+    model_dir = ctx["sft_dir"] / f"{run_name(name, lr, seed, a, ctx['steps'])}-model"
+    record = model_dir / "run.json"
+    if record.exists() and (not a.fresh or model_dir in ctx["trained"]):
+        return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(a.device), json.loads(
+            record.read_text())
+    model, extra = train_row(name, lr, seed, a, ctx["sft_dir"], ctx["tok"], ctx["catalog"], ctx["rl_pool"],
+                             ctx["steps"])
+    model.save_pretrained(model_dir)
+    record.write_text(json.dumps(extra))
+    ctx["trained"].add(model_dir)
+    return model, extra
+
+
+def get_result(name, lr, seed, tag, data, compute, a, ctx) -> dict | None:
+    """The cached result of (row, lr, seed) on the evaluation `tag`, computing it if allowed."""
+    path = ctx["sft_dir"] / f"{run_name(name, lr, seed, a, ctx['steps'])}-{tag}.json"
+    if path.exists() and not a.fresh:
+        return json.loads(path.read_text())
+    if not compute:
+        return None
+    log(f"{ROWS[name][0]} lr {lr} seed {seed} on {tag}: start")
+    model, extra = trained_model(name, lr, seed, a, ctx)
+    return run_eval(model, ctx["tok"], data, ctx["trie"], a, path, {"row": name, "lr": lr, "seed": seed, **extra})
+
+
+def choose_lr(name, grid, a, ctx, compute) -> tuple[float | None, dict]:
+    """The grid's lr with the best dev NDCG@10 for row `name` (seed `--tune_seed`), and every dev score seen."""
+    if ROWS[name][1] is None:
+        return None, {}
+    scores = {}
+    for lr in grid:
+        res = get_result(name, lr, a.tune_seed, ctx["dev_tag"], ctx["dev"], compute, a, ctx)
+        if res is not None:
+            scores[lr] = res["metrics"]["NDCG@10"]
+    if len(scores) < len(grid):
+        return None, scores  # tuning incomplete: the row cannot be reported yet
+    return max(grid, key=lambda lr: (scores[lr], -lr)), scores
+
+
+# -- report -----------------------------------------------------------------------------------------------------------
+def render(results, chosen, dev_scores, a, info) -> str:
+    n_users = info["n_users"]
+    ks = DEFAULT_KS
+    head = ("| row | lr | seeds | " + " | ".join(f"HR@{k}" for k in ks) + " | " + " | ".join(f"NDCG@{k}" for k in ks)
+            + " | NDCG@10 ± SE | Δ NDCG@10 vs SFT (rel.) | paired SE of Δ | RL train s |")
+    lines = [head, "|" + "---|" * (head.count("|") - 1)]
+    base = per_user_ndcg(results["sft"], n_users) if "sft" in results else None
+    for name, runs in results.items():
+        cells = []
+        for m in [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks]:
+            vals = [r["metrics"][m] for r in runs]
+            cells.append(f"{statistics.fmean(vals):.4f}" + (f" ±{(max(vals) - min(vals)) / 2:.4f}" if len(vals) > 1
+                                                             else ""))
+        per_user = per_user_ndcg(runs, n_users)
+        m, se = mean_se(per_user)
+        delta = dse = "—"
+        if base is not None and name != "sft":
+            dm, dse_v = paired_difference(per_user, base)
+            ref = statistics.fmean(base)
+            delta, dse = f"{dm:+.4f} ({100 * dm / ref:+.1f}%)" if ref > 0 else f"{dm:+.4f}", f"{dse_v:.4f}"
+        seeds = ",".join(str(r["seed"]) for r in runs) if runs[0]["seed"] is not None else "—"
+        lr = f"{chosen[name]:g}" if chosen.get(name) is not None else "—"
+        lines.append(f"| {ROWS[name][0]} | {lr} | {seeds} | " + " | ".join(cells) + f" | {m:.4f} ± {se:.4f} | {delta} "
+                     f"| {dse} | {statistics.fmean(r['train_s'] for r in runs):.0f} |")
+    goals = []
+    if "rere" in results:
+        mine = per_user_ndcg(results["rere"], n_users)
+        for other, goal in GOALS.items():
+            if other in results:
+                theirs = per_user_ndcg(results[other], n_users)
+                dm, dse_v = paired_difference(mine, theirs)
+                verdict = "met" if dm > 0 else "not met"
+                if abs(dm) < 2 * dse_v:
+                    verdict += " (within 2 paired SE: not significant)"
+                goals.append(f"- vs {ROWS[other][0]}: {dm:+.4f} NDCG@10 (paired SE {dse_v:.4f}); {goal}: {verdict}")
+    tuning = [f"- {ROWS[n][0]}: " + ", ".join(f"lr {lr:g}: {s:.4f}" for lr, s in sorted(sc.items()))
+              for n, sc in dev_scores.items() if sc]
+    curves = []
+    for name, runs in results.items():
+        for r in runs:
+            c = r.get("curve")
+            if c and c["reward"]:
+                q = max(1, len(c["reward"]) // 4)
+                tig = c["rere/target_in_group"]
+                curves.append(f"- {ROWS[name][0]}, seed {r['seed']}: {r.get('steps', len(tig))} steps; target in "
+                              f"group {statistics.fmean(tig[:q]):.3f} (first {q}) -> {statistics.fmean(tig[-q:]):.3f} "
+                              f"(last {q}); max KL {max(c['kl']):.4f}")
+    pool = ("the SFT pairs themselves (the authors' recipe)" if a.rl_pool == "sft" else
+            f"a seeded random {a.heldout_frac:.0%} of the pairs, held out of SFT")
+    settings = (
+        f"- Data: MiniOneRec's Industrial_and_Scientific files; SFT on {info['n_sft']} (history prefix -> next item) "
+        f"pairs of the valid split (full history, up to {a.max_history} items); RL pool: {pool} ({info['n_pool']} "
+        f"prompts); dev: the valid events of {a.dev_users} held-out users (SFT early stopping and the lr choice); "
+        f"evaluation: {n_users} test users, trie-constrained beam search with {a.eval_beams} beams.\n"
+        f"- Tokenizer: {info['tokenizer']}; mean prompt length {info['prompt_len']:.0f} tokens; an item is 3 code "
+        f"tokens + newline + EOS.\n"
+        f"- Model: Qwen2-style from scratch, hidden {a.hidden}, {a.layers} layers, {a.heads} heads, MLP "
+        f"{a.intermediate}, tied embeddings, {info['params'] / 1e6:.2f}M parameters, fp32.\n"
+        f"- SFT: completion-only cross-entropy (lean loop), at most {a.sft_epochs:g} epochs, kept step "
+        f"{info['sft_steps']} (lowest dev loss; dev loss by epoch {info['heldout']}), batch {a.sft_batch}, lr "
+        f"{a.sft_lr:g}; {info['sft_s'] / 60:.1f} min.\n"
+        f"- RL: {info['steps']} steps x {a.prompts_per_step} prompts x G={a.G} ({a.rl_epochs:g} epoch(s) of the pool "
+        f"unless --rl_steps), beta {a.beta:g} (plain k3 KL), warmup_ratio {a.warmup_ratio:g}, lr per row from the grid "
+        f"{a.lr_grid} by dev NDCG@10 (seed {a.tune_seed}); RL seeds as listed; cells are means over seeds (± half the "
+        f"range); SEs are over users (paired for differences).\n"
+        f"- Hardware: {hardware(a.device)}."
+    )
+    return "\n".join(["### Table (Industrial test users, semantic IDs)", "", PUBLISHED, "", *lines, "",
+                      "### ReRe (row 4) against each row, paired over users", "", *(goals or ["- (row 4 not run)"]), "",
+                      "### Learning-rate choice (dev NDCG@10)", "", *(tuning or ["- (no RL rows)"]), "",
+                      "### RL curves", "", *(curves or ["- (none)"]), "", "### Settings", "", settings])
+
+
+def main(argv=None):
+    a = parse_args(argv)
+    torch.set_num_threads(a.threads)
+    if a.device == "cpu":
+        keep_freed_memory()
+    warnings.filterwarnings("ignore", category=UserWarning)
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    rows = [r.strip() for r in a.rows.split(",") if r.strip()]
+    unknown = [r for r in rows if r not in ROWS]
+    if unknown:
+        sys.exit(f"unknown row(s) {', '.join(unknown)}; choose from {', '.join(ROWS)}")
+    seeds = [int(s) for s in a.seeds.split(",")]
+    grid = [float(x) for x in a.lr_grid.split(",")]
+    work = Path(a.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    t_start = time.time()
+
+    try:
+        catalog, ds = load_amazon(a.data_dir, CATEGORY, splits=("valid", "test"), item_format="sid",
+                                  max_history=a.max_history)
+    except FileNotFoundError as e:
+        sys.exit(f"error: {e}")
+    train, dev = split_dev(ds["valid"], a.dev_users, a.eval_seed)
+    if a.sft_max_pairs:
+        train = train.select(range(min(a.sft_max_pairs, len(train))))
+    train, rl_pool = split_rl_pool(train, a.heldout_frac) if a.rl_pool == "heldout" else (train, train)
+    test = ds["test"]
+    if a.eval_users:
+        test = test.select(sorted(random.Random(a.eval_seed).sample(range(len(test)), a.eval_users)))
+    steps = rl_budget(a, len(rl_pool))
+    log(f"data: {len(train)} SFT pairs, RL pool {len(rl_pool)} ({a.rl_pool}), {len(dev)} dev users, {len(test)} test "
+        f"users, catalog {len(catalog)} SIDs / {catalog.num_items} items; RL {steps} steps per run")
+
+    tok, tok_name = build_tokenizer(a, catalog, work)
+    trie = ItemTrie.from_catalog(catalog, tok, item_format="sid")
+    plen = statistics.fmean(len(x) for x in tok(list(test["prompt"]))["input_ids"])
+
+    sft_cfg = {"tok": tok_name, "hidden": a.hidden, "layers": a.layers, "heads": a.heads, "inter": a.intermediate,
+               "epochs": a.sft_epochs, "lr": a.sft_lr, "bs": a.sft_batch, "seed": a.sft_seed, "n": len(train),
+               "dev": a.dev_users, "pool": a.rl_pool, "frac": a.heldout_frac, "hist": a.max_history}
+    sft_dir = work / f"sft-{_key(sft_cfg)}"
+    info_path = sft_dir / "sft_info.json"
+    if info_path.exists() and not a.fresh:
+        sft_info = json.loads(info_path.read_text())
+        log(f"SFT: reusing {sft_dir.name}")
+    elif a.report_only:
+        sys.exit(f"no SFT checkpoint for this configuration in {work}")
+    else:
+        model = tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=a.sft_seed,
+                               intermediate_size=a.intermediate, attn_implementation="sdpa").to(a.device)
+        t0 = time.time()
+        steps_kept, losses, heldout = lean_sft(model, tok, encode_sid_examples(tok, train), epochs=a.sft_epochs,
+                                               lr=a.sft_lr, batch_size=a.sft_batch, seed=a.sft_seed,
+                                               heldout=encode_sid_examples(tok, dev))
+        sft_s = time.time() - t0
+        n_batches = math.ceil(len(train) / a.sft_batch)
+        log(f"SFT: {max(1, int(n_batches * a.sft_epochs))} steps in {sft_s:.0f}s "
+            f"({sft_s / max(1, int(n_batches * a.sft_epochs)):.3f} s/step); kept step {steps_kept}")
+        model.config.use_cache = True
+        model.to("cpu").save_pretrained(str(sft_dir))
+        tok.save_pretrained(sft_dir)
+        sft_info = {"train_s": sft_s, "steps": steps_kept, "losses": losses, "heldout": heldout,
+                    "params": sum(p.numel() for p in model.parameters())}
+        info_path.write_text(json.dumps(sft_info))
+        del model
+
+    if a.device == "cpu":
+        cpu_compact_logprobs()
+        lean_cpu_logprob_tiles()
+    suffix = "" if a.device == "cpu" else f"-{a.device.split(':')[0]}"
+    ctx = {"sft_dir": sft_dir, "trained": set(), "tok": tok, "catalog": catalog, "trie": trie, "rl_pool": rl_pool,
+           "steps": steps, "dev": dev, "dev_tag": f"dev{len(dev)}-{_key(list(dev['user_id']))}-b{a.eval_beams}{suffix}"}
+    report_tag = f"test{len(test)}-{_key(list(test['user_id']))}-b{a.eval_beams}{suffix}"
+    compute = set() if a.report_only else set(rows)
+
+    results, chosen, dev_scores = {}, {}, {}
+    for name in ROWS:
+        lr, dev_scores[name] = choose_lr(name, grid, a, ctx, name in compute)
+        if ROWS[name][1] is not None and lr is None:
+            log(f"{ROWS[name][0]}: lr tuning incomplete ({len(dev_scores[name])}/{len(grid)} on dev); not reported")
+            continue
+        chosen[name] = lr
+        runs = []
+        # seeds computed here, and any of seeds 0-9 cached by earlier invocations: runs done apart merge
+        for seed in [None] if ROWS[name][1] is None else sorted(set(seeds) | set(range(10))):
+            run = get_result(name, lr, seed, report_tag, test, name in compute and (seed is None or seed in seeds), a,
+                             ctx)
+            if run is not None:
+                runs.append(run)
+        if runs:
+            results[name] = runs
+
+    info = {"n_users": len(test), "n_sft": len(train), "n_pool": len(rl_pool), "tokenizer":
+            (f"byte-level BPE ({a.vocab_size}) trained on the prompt wording" if a.tokenizer == "bpe" else a.tokenizer)
+            + f" + the SID codes, {len(tok)} tokens", "prompt_len": plen, "params": sft_info["params"],
+            "sft_steps": sft_info["steps"], "heldout": sft_info["heldout"], "sft_s": sft_info["train_s"],
+            "steps": steps}
+    table = render(results, chosen, dev_scores, a, info)
+    print(table)
+    (work / f"summary-{report_tag}.json").write_text(json.dumps(
+        {k: [{"seed": r["seed"], "lr": r.get("lr"), "metrics": r["metrics"]} for r in v] for k, v in results.items()},
+        indent=1))
+    if not a.no_results:
+        section = "repro_sid" if a.rl_pool == "sft" else "repro_sid_heldout"
+        title = ("## ReRe over semantic IDs on Industrial_and_Scientific (`benchmarks/repro_sid.py`"
+                 + (")" if a.rl_pool == "sft" else ", held-out RL pool)"))
+        write_section(section, f"{title}\n\n{table}")
+        log(f"wrote section {section} of {ri.RESULTS}")
+    log(f"total wall time {(time.time() - t_start) / 60:.1f} min")
+
+
+if __name__ == "__main__":
+    main()

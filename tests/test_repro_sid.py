@@ -1,0 +1,96 @@
+"""The semantic-ID reproduction script (benchmarks/repro_sid.py): its dev split, and --quick runs on the real
+MiniOneRec data, computed in two invocations (rows and seeds apart) whose results merge into one table."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+import repro_sid  # noqa: E402
+
+from trl_rere import synthetic_sid_dataset  # noqa: E402
+
+
+def test_dev_users_last_event_is_held_out_of_the_sft_pairs():
+    _, valid = synthetic_sid_dataset(num_items=24, num_users=40, history_len=(1, 5), seed=3)
+    pairs, dev = repro_sid.split_dev(valid, 7, seed=0)
+    assert len(dev) == 7
+    assert len(pairs) == sum(len(h) for h in valid["history_titles"]) - 7
+    dev_users = set(dev["user_id"])
+    trained = {(p["user_id"], p["prompt"], p["target"]) for p in pairs}
+    for row in valid:
+        # every user's own (history -> target) pair is trained on unless the user is a dev user
+        assert ((row["user_id"], row["prompt"], row["target"]) in trained) == (row["user_id"] not in dev_users)
+    for row in dev:  # a dev user's earlier pairs are still trained on
+        assert len([p for p in pairs if p["user_id"] == row["user_id"]]) == len(row["history_titles"]) - 1
+
+
+@pytest.fixture(scope="module")
+def quick(tmp_path_factory, data_dir):
+    work = tmp_path_factory.mktemp("repro_sid")
+    results_md = REPO / "benchmarks" / "RESULTS.md"
+    before = results_md.read_bytes() if results_md.exists() else None
+
+    def run(*extra):
+        proc = subprocess.run(
+            [sys.executable, str(REPO / "benchmarks" / "repro_sid.py"), "--quick", "--data_dir", str(data_dir),
+             "--work_dir", str(work), "--threads", "1", *extra],
+            capture_output=True, text=True, timeout=600,
+        )
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        return proc.stdout
+
+    first = run()  # every row, seed 0
+    second = run("--rows", "rere", "--seeds", "1")  # one more seed of one row, in its own invocation
+    after = results_md.read_bytes() if results_md.exists() else None
+    return work / "quick", first, second, before == after
+
+
+def test_quick_run_reports_every_row(quick):
+    work, first, _, results_untouched = quick
+    assert results_untouched  # --quick never writes RESULTS.md
+    for label, _, _ in repro_sid.ROWS.values():
+        assert f"| {label} |" in first
+    assert "HR@10 0.1586, NDCG@10 0.1167" in first  # MiniOneRec's published numbers, for scale
+
+
+def test_rows_and_seeds_run_apart_merge_into_one_table(quick):
+    work, _, second, _ = quick
+    (summary_path,) = work.glob("summary-*.json")
+    summary = json.loads(summary_path.read_text())  # written by the second invocation
+    assert list(summary) == list(repro_sid.ROWS)
+    assert [r["seed"] for r in summary["rere"]] == [0, 1]  # seed 0 from the first run, seed 1 from the second
+    assert all([r["seed"] for r in summary[row]] == [0] for row in ("sft_ce", "grpo_sample", "beam_rule"))
+    for runs in summary.values():
+        for r in runs:
+            m = r["metrics"]
+            assert m["num_examples"] == 12
+            for k in repro_sid.DEFAULT_KS:
+                assert 0.0 <= m[f"NDCG@{k}"] <= m[f"HR@{k}"] <= 1.0
+    # the second invocation trained only row 4 seed 1; everything else came from the first invocation's results
+    assert second.count(": start") == 1 and "4. SFT + ReRe (beam, rule + ranking) lr" in second
+
+
+def test_each_rl_row_is_tuned_on_dev_users_over_the_same_grid(quick):
+    work, first, _, _ = quick
+    (sft_dir,) = [p for p in work.glob("sft-*") if p.is_dir()]
+    dev = [json.loads(p.read_text()) for p in sft_dir.glob("*-dev*.json")]
+    grids = {}
+    for r in dev:
+        grids.setdefault(r["row"], set()).add(r["lr"])
+        assert r["metrics"]["num_examples"] == 8  # --quick: 8 dev users
+    assert grids == {row: {1e-4, 1e-3} for row in ("sft_ce", "grpo_sample", "beam_rule", "rere")}
+    # the run at the chosen lr and the tuning seed is trained once and evaluated on dev and on the reported users
+    assert first.count("  RL ") == 3 * 2
+    assert len(list(sft_dir.glob("*-model"))) == 4 * 2 + 1  # + row 4's seed 1 from the second invocation
+    for r in dev:
+        if r["row"] in ("grpo_sample", "beam_rule", "rere"):
+            assert len(r["curve"]["rere/target_in_group"]) == 2  # --quick: 2 RL steps
+        if r["row"] in ("beam_rule", "rere"):  # one beam search per prompt: G=4 distinct items in every group
+            assert r["curve"]["rere/distinct_items_per_group"] == [4.0, 4.0]
