@@ -399,12 +399,9 @@ def load_amazon_split(
     label = f"{path} ({split_name})" if split_name else path
 
     skipped: list[tuple[int, int, str]] = []
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows, data_row = _read_rows(f, label, catalog, max_history, on_error, skipped)
-    except UnicodeDecodeError as e:
-        line, what = locate_utf8_error(path, e)
-        raise DataError(f"{label}: line {line}: {what}" if line else f"{label}: {what}") from None
+    rows, data_row = read_csv_rows(
+        path, label, REQUIRED_COLUMNS, lambda row: _parse_row(row, catalog, max_history), on_error, skipped
+    )
     records: dict[str, list] = {k: [] for k in _FEATURES}
     # Each kept row's instruction is fixed by its data row number, also when the prompt-length pass rebuilds it.
     chosen = [instructions[instruction_index(seed, r, len(instructions))] for r, _, _ in rows]
@@ -425,28 +422,50 @@ def load_amazon_split(
         skipped.extend((rows[k][0], rows[k][1], why) for k, why in failures.items())
         skipped.sort()
         _drop_rows(records, set(failures))
+    return finish_split(records, label, skipped, data_row)
+
+
+def finish_split(records: dict[str, list], label: str, skipped: list[tuple[int, int, str]], data_row: int) -> Dataset:
+    """The split's dataset, after one warning for the rows `on_error="skip"` dropped; no row left is an error."""
     if skipped:
         first = ", ".join(f"row {r} (line {ln})" for r, ln, _ in skipped[:5])
         warnings.warn(
             f"{label}: skipped {len(skipped)} malformed row(s) of {data_row}, e.g. {first}; first error: "
             f"{skipped[0][2]}",
-            stacklevel=2,
+            stacklevel=3,
         )
     if not records["prompt"]:
         raise DataError(f"{label}: no usable rows (read {data_row}, skipped {len(skipped)})")
     return Dataset.from_dict(records, features=_FEATURES)
 
 
-def _read_rows(
-    f, label: str, catalog: ItemCatalog, max_history: int, on_error: str, skipped: list[tuple[int, int, str]]
+def read_csv_rows(
+    path: str,
+    label: str,
+    required_columns: Sequence[str],
+    parse_row: Callable[[dict], dict],
+    on_error: str,
+    skipped: list[tuple[int, int, str]],
 ) -> tuple[list[tuple[int, int, dict]], int]:
-    """Parses the open CSV `f`: `([(data row, line, parsed row), ...], number of data rows read)`; malformed rows raise
-    or, with `on_error="skip"`, go to `skipped` as `(data row, line, why)`."""
+    """Parses the interaction CSV at `path` row by row: `([(data row, line, parse_row(row)), ...], data rows read)`.
+
+    A row for which `parse_row` raises `ValueError` raises `DataError` naming `label`, the data row and the CSV line
+    or, with `on_error="skip"`, goes to `skipped` as `(data row, line, why)`. Bytes that are not UTF-8 are an error
+    naming the line."""
+    try:
+        with open(path, encoding="utf-8", newline="") as f:
+            return _read_rows(f, label, required_columns, parse_row, on_error, skipped)
+    except UnicodeDecodeError as e:
+        line, what = locate_utf8_error(path, e)
+        raise DataError(f"{label}: line {line}: {what}" if line else f"{label}: {what}") from None
+
+
+def _read_rows(f, label, required_columns, parse_row, on_error, skipped):
     reader = csv.DictReader(f)
     header = reader.fieldnames
     if header is None:
         raise DataError(f"{label}: the file is empty (no header line)")
-    absent = [c for c in REQUIRED_COLUMNS if c not in header]
+    absent = [c for c in required_columns if c not in header]
     if absent:
         raise DataError(f"{label}: line 1: missing column(s) {', '.join(absent)}; the header is {header}")
     rows = []
@@ -461,7 +480,7 @@ def _read_rows(
             raise DataError(f"{label}: line {line}: the CSV itself is malformed: {e}") from None
         data_row += 1
         try:
-            rows.append((data_row, line, _parse_row(row, catalog, max_history)))
+            rows.append((data_row, line, parse_row(row)))
         except ValueError as e:
             if on_error == "raise":
                 raise DataError(f"{label}: data row {data_row} (line {line}): {e}") from None

@@ -8,33 +8,37 @@ share a SID, as items may share a title; the catalog is then an `ItemCatalog` ke
 downstream (the trie, `constrained_beam_search`, `ReReTrainer`, `evaluate_ranking`, the rewards) treats the SID
 string as the item's "title", written with the `"sid"` item format (`"{sid}\\n"` + EOS after `"### Response:\\n"`).
 
-Typical use:
+Typical use (a tiny folder in MiniOneRec's layout stands in for `../shared/data/minionerec`):
 ```python
 >>> from trl_rere import ReReConfig, ReReTrainer, add_sid_tokens, load_amazon
->>> catalog, splits = load_amazon("data/minionerec", "Industrial_and_Scientific", item_format="sid")
->>> add_sid_tokens(tokenizer, catalog, model=model)  # one token per code, embeddings resized
->>> args = ReReConfig(..., item_format="sid")
->>> trainer = ReReTrainer(model=..., args=args, train_dataset=splits["valid"], processing_class=tokenizer,
-...                       catalog=catalog)
+>>> from trl_rere.testing import tiny_causal_lm, train_tokenizer, write_minionerec_folder
+>>> data_dir = write_minionerec_folder("tiny-sid-data")
+>>> catalog, splits = load_amazon(data_dir, "Industrial_and_Scientific", ("valid", "test"), item_format="sid")
+>>> tokenizer = train_tokenizer(splits["valid"]["prompt"])
+>>> codes = add_sid_tokens(tokenizer, catalog)  # one token per code; add them before building a model from scratch
+>>> tiny_causal_lm(tokenizer).save_pretrained("tiny-sid-model")
+>>> args = ReReConfig(output_dir="rere-sid", item_format="sid", num_generations=4, per_device_train_batch_size=8,
+...                   max_steps=1, report_to=[], use_cpu=True)
+>>> trainer = ReReTrainer(model="tiny-sid-model", args=args, train_dataset=splits["valid"],
+...                       processing_class=tokenizer, catalog=catalog)
+>>> trainer.trie.max_length  # three codes, the newline, EOS
+5
 ```
 """
 
 from __future__ import annotations
 
-import csv
-import glob
 import json
 import os
 import random
 import re
-import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from datasets import Dataset, DatasetDict
 
 from .catalog import ItemCatalog
-from .data import _FEATURES, DataError, _parse_int, _parse_list
+from .data import _FEATURES, DataError, _parse_int, _parse_list, find_category_files, finish_split, read_csv_rows
 from .item_format import DEFAULT_PROMPT_SUFFIX, get_item_format
 
 
@@ -114,6 +118,16 @@ def check_sid_tokens(
     and decode back to the same text. The codes are checked in context rather than alone because SentencePiece-style
     tokenizers put a word-start piece before a text's first token. Raises `SIDTokenError` naming the first code or SID
     that breaks this; `add_sid_tokens` fixes the usual cause (codes not in the vocabulary).
+
+    Example:
+    ```python
+    >>> from trl_rere.semantic_ids import check_sid_tokens
+    >>> from trl_rere.testing import train_tokenizer
+    >>> check_sid_tokens(train_tokenizer(["### Response:\\n"]), ["<a_1><b_2><c_3>"])
+    Traceback (most recent call last):
+    ...
+    trl_rere.semantic_ids.SIDTokenError: the SID code '<a_1>' is not a token of the tokenizer ...
+    ```
     """
     sids = list(catalog_or_sids.titles if isinstance(catalog_or_sids, ItemCatalog) else catalog_or_sids)
     codes = sid_codes(sids)
@@ -172,8 +186,13 @@ def add_sid_tokens(
     Example:
     ```python
     >>> from trl_rere.semantic_ids import add_sid_tokens
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> tokenizer = train_tokenizer(["### Response:\\n"])
+    >>> model = tiny_causal_lm(tokenizer)
     >>> add_sid_tokens(tokenizer, ["<a_1><b_2><c_3>", "<a_1><b_5><c_0>"], model=model)
     ['<a_1>', '<b_2>', '<b_5>', '<c_0>', '<c_3>']
+    >>> model.get_input_embeddings().weight.shape[0] == len(tokenizer)
+    True
     ```
     """
     sids = list(catalog_or_sids.titles if isinstance(catalog_or_sids, ItemCatalog) else catalog_or_sids)
@@ -372,51 +391,20 @@ def load_sid_split(
     if not os.path.isfile(path):
         raise FileNotFoundError(f"interaction file not found: {path}. {SID_DATA_HELP}")
     label = f"{path} ({split_name})" if split_name else path
-    records: dict[str, list] = {k: [] for k in _FEATURES}
     skipped: list[tuple[int, int, str]] = []
-    with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f)
-        header = reader.fieldnames
-        if header is None:
-            raise DataError(f"{label}: the file is empty (no header line)")
-        absent = [c for c in SID_REQUIRED_COLUMNS if c not in header]
-        if absent:
-            raise DataError(f"{label}: line 1: missing column(s) {', '.join(absent)}; the header is {header}")
-        data_row = 0
-        while True:
-            line = reader.line_num + 1  # a quoted field may span lines: report where the record starts
-            try:
-                row = next(reader)
-            except StopIteration:
-                break
-            except csv.Error as e:
-                raise DataError(f"{label}: line {line}: the CSV itself is malformed: {e}") from None
-            data_row += 1
-            try:
-                parsed = _parse_sid_row(row, catalog, max_history, template, tokenizer, max_prompt_length)
-            except ValueError as e:
-                if on_error == "raise":
-                    raise DataError(f"{label}: data row {data_row} (line {line}): {e}") from None
-                skipped.append((data_row, line, str(e)))
-                continue
-            for k, v in parsed.items():
-                records[k].append(v)
-    if skipped:
-        first = ", ".join(f"row {r} (line {ln})" for r, ln, _ in skipped[:5])
-        warnings.warn(f"{label}: skipped {len(skipped)} malformed row(s) of {data_row}, e.g. {first}; first error: "
-                      f"{skipped[0][2]}", stacklevel=2)
-    if not records["prompt"]:
-        raise DataError(f"{label}: no usable rows (read {data_row}, skipped {len(skipped)})")
-    return Dataset.from_dict(records, features=_FEATURES)
-
-
-def _one_file(root: Path, pattern: str, looked: list[str]) -> Path | None:
-    full = str(root / pattern)
-    looked.append(full)
-    matches = sorted(glob.glob(full))
-    if len(matches) > 1:
-        raise ValueError(f"several files match {full}: {', '.join(matches)}; keep one")
-    return Path(matches[0]) if matches else None
+    rows, data_row = read_csv_rows(
+        path,
+        label,
+        SID_REQUIRED_COLUMNS,
+        lambda row: _parse_sid_row(row, catalog, max_history, template, tokenizer, max_prompt_length),
+        on_error,
+        skipped,
+    )
+    records: dict[str, list] = {k: [] for k in _FEATURES}
+    for _, _, parsed in rows:
+        for k, v in parsed.items():
+            records[k].append(v)
+    return finish_split(records, label, skipped, data_row)
 
 
 def sid_data_root(data_dir: str | os.PathLike, category: str) -> Path:
@@ -447,9 +435,12 @@ def load_sid_amazon(
     Example:
     ```python
     >>> from trl_rere import load_amazon
-    >>> catalog, splits = load_amazon("shared/data", "Industrial_and_Scientific", ("valid", "test"), item_format="sid")
-    >>> splits["test"][0]["target"]  # an SID string, a catalog key
-    '<a_223><b_80><c_216>'
+    >>> from trl_rere.testing import write_minionerec_folder
+    >>> data_dir = write_minionerec_folder("tiny-sid-data")
+    >>> catalog, splits = load_amazon(data_dir, "Industrial_and_Scientific", ("valid", "test"), item_format="sid")
+    >>> target = splits["test"][0]["target"]  # an SID string, a catalog key
+    >>> target in catalog, target.count("<")
+    (True, 3)
     ```
     """
     if isinstance(splits, str):
@@ -457,16 +448,10 @@ def load_sid_amazon(
     if not isinstance(category, str) or not category.strip():
         raise ValueError(f"category must be a dataset name such as 'Industrial_and_Scientific', got {category!r}")
     root = sid_data_root(data_dir, category)
-    looked: list[str] = []
-    info = _one_file(root, f"info/{glob.escape(category)}_5_*.txt", looked)
-    paths = {s: _one_file(root, f"{glob.escape(s)}/{glob.escape(category)}_5_*.csv", looked) for s in splits}
-    missing = ([] if info is not None else ["info"]) + [s for s, p in paths.items() if p is None]
-    if missing:
-        raise FileNotFoundError(f"no {', '.join(missing)} file for category {category!r} under {root}; looked for: "
-                                f"{', '.join(looked)}. {SID_DATA_HELP}")
+    files = find_category_files(root, category, splits)  # the same `{Category}_5_{dates}` naming as the title data
     index = read_sid_index(root / "index" / f"{category}.index.json")
-    catalog, _ = read_sid_info(info, index)
-    return catalog, DatasetDict({s: load_sid_split(p, catalog, split_name=s, **kwargs) for s, p in paths.items()})
+    catalog, _ = read_sid_info(files["info"], index)
+    return catalog, DatasetDict({s: load_sid_split(files[s], catalog, split_name=s, **kwargs) for s in splits})
 
 
 def sid_prefix_pairs(
@@ -477,6 +462,15 @@ def sid_prefix_pairs(
     MiniOneRec's (and D3's) training split is built this way, by sliding over each user's sequence. Built from the
     valid split, every event used precedes the same user's test target, so nothing of the test split leaks in. Load
     the split with `max_history` at least the files' 10, so that the sequences are whole.
+
+    Example:
+    ```python
+    >>> from trl_rere.semantic_ids import sid_prefix_pairs, synthetic_sid_dataset
+    >>> _, users = synthetic_sid_dataset(num_items=16, num_users=2, history_len=(3, 3))
+    >>> pairs = sid_prefix_pairs(users)  # each user's 3 history items + target: 3 pairs
+    >>> len(pairs), [len(h) for h in pairs["history_titles"][:3]]
+    (6, [1, 2, 3])
+    ```
     """
     rows: dict[str, list] = {k: [] for k in _FEATURES}
     for ex in dataset:
@@ -508,6 +502,14 @@ def synthetic_sid_dataset(
     user's history is a run of one series, so the last history item decides the target. SIDs have three levels
     (`<a_N><b_N><c_N>`, codes below `codebook_size`); the items of one series share their first code, so the trie has
     shared prefixes as a quantiser's would. Columns as `load_sid_split`'s, prompts in MiniOneRec's wording.
+
+    Example:
+    ```python
+    >>> from trl_rere.semantic_ids import synthetic_sid_dataset
+    >>> catalog, users = synthetic_sid_dataset(num_items=16, num_users=4, chain_length=8)
+    >>> len(catalog), len({sid[:sid.index("><")] for sid in catalog.titles})  # two series, one first code each
+    (16, 2)
+    ```
     """
     if num_items < 2 or num_users < 1:
         raise ValueError(f"need num_items >= 2 and num_users >= 1, got {num_items} and {num_users}")

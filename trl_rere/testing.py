@@ -306,3 +306,56 @@ def write_amazon_folder(
                 writer.writerow([row["user_id"], repr(row["history_item_ids"]), row["target_item_id"],
                                  repr(row["history_titles"]), row["target"]])
     return root
+
+
+def write_minionerec_folder(
+    path,
+    category: str = "Industrial_and_Scientific",
+    splits: tuple[str, ...] = ("valid", "test"),
+    num_items: int = 32,
+    users_per_split: int = 16,
+    seed: int = 0,
+):
+    """Writes a tiny data folder in MiniOneRec's semantic-ID layout (`index/{category}.index.json`,
+    `info/{category}_5_2016-10-2018-11.txt` with `sid<TAB>title<TAB>item_id`, and `{split}/...csv` with the
+    `history_item_sid` / `item_sid` columns) from `trl_rere.semantic_ids.synthetic_sid_dataset`. Returns the folder.
+
+    Example:
+    ```python
+    >>> from trl_rere import load_amazon
+    >>> from trl_rere.testing import write_minionerec_folder
+    >>> data_dir = write_minionerec_folder("tiny-sid-data")
+    >>> catalog, splits = load_amazon(data_dir, "Industrial_and_Scientific", ("valid", "test"), item_format="sid")
+    >>> len(catalog), splits["test"][0]["target"] in catalog
+    (32, True)
+    ```
+    """
+    import csv
+    import json
+    from pathlib import Path
+
+    from .semantic_ids import split_sid, synthetic_sid_dataset
+
+    root = Path(path)
+    stem = f"{category}_5_2016-10-2018-11"
+    catalog, dataset = synthetic_sid_dataset(num_items=num_items, num_users=users_per_split * len(splits), seed=seed)
+    title = {i: f"Item {i}" for i in catalog.item_id_to_title}
+    for folder in ("index", "info", *splits):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    index = {str(i): split_sid(sid) for i, sid in sorted(catalog.item_id_to_title.items())}
+    (root / "index" / f"{category}.index.json").write_text(json.dumps(index), encoding="utf-8")
+    with open(root / "info" / f"{stem}.txt", "w", encoding="utf-8") as f:
+        for i, sid in sorted(catalog.item_id_to_title.items()):
+            f.write(f"{sid}\t{title[i]}\t{i}\n")
+    columns = ["user_id", "history_item_title", "item_title", "history_item_id", "item_id", "history_item_sid",
+               "item_sid"]
+    for k, split in enumerate(splits):
+        with open(root / split / f"{stem}.csv", "w", encoding="utf-8", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            for row in dataset.select(range(k * users_per_split, (k + 1) * users_per_split)):
+                # the list columns are Python list literals, as in the published files
+                ids = row["history_item_ids"]
+                writer.writerow([row["user_id"], repr([title[i] for i in ids]), title[row["target_item_id"]],
+                                 repr(ids), row["target_item_id"], repr(row["history_titles"]), row["target"]])
+    return root
