@@ -126,15 +126,19 @@ def apply_cpu_defaults(args) -> None:
     """Device defaults for TrainingArguments on a machine without CUDA, as `ReReConfig.__post_init__` applies them.
 
     Call before `TrainingArguments.__post_init__`: TRL turns `bf16` on by default, which transformers refuses without
-    a GPU, and a multi-process CPU launch needs gloo or accelerate and DeepSpeed disagree on the world size. Values
-    the user set explicitly are kept.
+    a GPU. A multi-process CPU launch needs gloo (or accelerate and DeepSpeed disagree on the world size) and
+    `use_cpu` (or the Trainer sees the process group but runs as a single process, and the ranks fall out of step);
+    `accelerate launch --cpu` is no substitute, as it starts a single process whatever `--num_processes` says.
+    Values the user set explicitly are kept.
     """
     if torch.cuda.is_available():
         return
     if getattr(args, "bf16", None) is None and not getattr(args, "fp16", False):
         args.bf16 = False
-    if getattr(args, "ddp_backend", None) is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        args.ddp_backend = "gloo"
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        if getattr(args, "ddp_backend", None) is None:
+            args.ddp_backend = "gloo"
+        args.use_cpu = True
 
 
 # -- output folder ------------------------------------------------------------------------------------------------

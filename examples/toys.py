@@ -16,9 +16,10 @@ the real files (`--category` defaults to Industrial_and_Scientific there, traine
 
     accelerate launch examples/toys.py --smoke [--data_dir ../shared/data/amazon]
 
-The same on 2 CPU processes under any shipped accelerate config (they are written for GPUs, hence the overrides):
+The same on 2 CPU processes under any shipped accelerate config (written for GPUs, hence the overrides; not `--cpu`,
+which makes accelerate start a single process):
 
-    accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml --num_processes 2 --cpu \
+    accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml --num_processes 2 \
         --mixed_precision no examples/toys.py --smoke --data_dir ../shared/data/amazon
 """
 
@@ -35,7 +36,15 @@ from transformers import AutoTokenizer, Trainer, TrainerCallback
 from trl import ModelConfig, TrlParser, get_peft_config
 from trl.models import unwrap_model_for_generation
 
-from _common import check_data_dir, check_model, default_output_dir, fail, leave_output_dir_unset, load_data
+from _common import (
+    apply_cpu_defaults,
+    check_data_dir,
+    check_model,
+    default_output_dir,
+    fail,
+    leave_output_dir_unset,
+    load_data,
+)
 from trl_rere import ReReConfig, ReReTrainer
 from trl_rere.data import synthetic_catalog_dataset
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking
@@ -82,6 +91,15 @@ class ScriptArguments:
                   "the tiny model rarely ranks a real item among its few beams, and without the target in a group "
                   "every reward is 0 and RL gets no signal."},
     )
+
+
+@dataclass
+class ToysConfig(ReReConfig):
+    """ReReConfig that also runs a multi-process launch on a machine without CUDA (DDP or DeepSpeed on CPU)."""
+
+    def __post_init__(self):
+        apply_cpu_defaults(self)
+        super().__post_init__()
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -337,6 +355,6 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, ReReConfig, ModelConfig))
+    parser = TrlParser((ScriptArguments, ToysConfig, ModelConfig))
     leave_output_dir_unset(parser)
     main(*parser.parse_args_and_config())
