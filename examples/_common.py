@@ -103,7 +103,7 @@ def check_model(name: str, argument: str = "--model_name_or_path") -> None:
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():
-            fail(f"{argument} {name}: {path.resolve()} is a file; pass the folder that holds config.json and the weights")
+            fail(f"{argument} {name}: {path.resolve()} is a file; pass the folder with config.json and the weights")
         if not (path / "config.json").is_file():
             fail(f"{argument} {name}: the folder {path.resolve()} has no config.json, so it is not a saved model "
                  f"(save one with save_pretrained, or pass the checkpoint folder inside it)")
