@@ -1,22 +1,23 @@
 # Copyright 2026 The trl-rere authors. Licensed under the Apache License, Version 2.0.
 """Rank the catalog for every test user with a saved model (50-beam trie-constrained search) and report HR@K/NDCG@K.
 
-    accelerate launch examples/evaluate.py --model_name_or_path rere-toys --data_dir data \
-        --category Toys_and_Games --split test --predictions_file rere-toys/predictions.jsonl
+    accelerate launch examples/evaluate.py --model_name_or_path runs/rere-toys --data_dir data/amazon \
+        --category Toys_and_Games --split test --predictions_file runs/rere-toys/predictions.jsonl
+
+The model path (or hub id) and the data files are checked first, so a typo stops the run within seconds.
 """
 
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 
 import torch
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 
+from _common import check_model, load_data
 from trl_rere import ItemTrie
-from trl_rere.data import load_amazon
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking, format_metrics_table
 from trl_rere.trie import DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX
 
@@ -24,7 +25,7 @@ from trl_rere.trie import DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX
 @dataclass
 class EvaluateArguments:
     model_name_or_path: str = field(metadata={"help": "A saved model folder (or hub id)."})
-    data_dir: str = field(default="data", metadata={"help": "Folder with the D3/ReRe info/ and split CSV files."})
+    data_dir: str = field(default="data", metadata={"help": "Folder that holds info/ and the split folders."})
     category: str = field(default="Toys_and_Games", metadata={"help": "Amazon category key."})
     split: str = field(default="test", metadata={"help": "Split to rank."})
     num_beams: int = field(default=50, metadata={"help": "Beams per user (the paper: 50)."})
@@ -39,10 +40,8 @@ class EvaluateArguments:
 
 
 def main(args: EvaluateArguments) -> dict:
-    try:
-        catalog, data = load_amazon(args.data_dir, args.category, splits=(args.split,))
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    check_model(args.model_name_or_path)
+    catalog, data = load_data(args.data_dir, args.category, (args.split,))
     dataset = data[args.split]
     if args.max_samples:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))

@@ -1,42 +1,53 @@
 # Copyright 2026 The trl-rere authors. Licensed under the Apache License, Version 2.0.
 """SFT warm start for ReRe (BIGRec-style): TRL's SFTTrainer on prompt -> '"{title}"\\n' + EOS, loss on the completion.
 
-    accelerate launch examples/sft.py --data_dir data --category Toys_and_Games \
-        --model_name_or_path Qwen/Qwen2-0.5B --output_dir rere-sft-toys \
+    accelerate launch examples/sft.py --data_dir data/amazon --category Toys_and_Games \
+        --model_name_or_path Qwen/Qwen2-0.5B --output_dir runs/rere-sft-toys \
         --num_train_epochs 10 --learning_rate 3e-4 --per_device_train_batch_size 16 --gradient_accumulation_steps 8
 
-The saved model is the starting point of `examples/toys.py --model_name_or_path rere-sft-toys`.
+The saved model is the starting point of `examples/toys.py --model_name_or_path runs/rere-sft-toys`. Without
+`--output_dir` it goes to runs/sft-{category}. On a machine without CUDA, bf16 is off unless asked for and a
+multi-process launch uses gloo, as in ReReConfig.
 """
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
 
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
-from trl_rere.data import load_amazon, sft_dataset
+from _common import apply_cpu_defaults, check_model, default_output_dir, leave_output_dir_unset, load_data
+from trl_rere.data import sft_dataset
 
 
 @dataclass
 class ScriptArguments:
-    data_dir: str = field(default="data", metadata={"help": "Folder with the D3/ReRe info/ and split CSV files."})
+    data_dir: str = field(default="data", metadata={"help": "Folder that holds info/ and the split folders."})
     category: str = field(default="Toys_and_Games", metadata={"help": "Amazon category key."})
     train_split: str = field(default="train", metadata={"help": "Split to fine-tune on."})
     eval_split: str | None = field(default="valid", metadata={"help": "Split for the eval loss (None: no eval)."})
     completion_template: str = field(default='"{title}"\n', metadata={"help": "Completion text; EOS is appended."})
 
 
+@dataclass
+class RecSFTConfig(SFTConfig):
+    """TRL's SFTConfig with ReReConfig's device defaults: TRL turns bf16 on, which transformers refuses on a CPU."""
+
+    def __post_init__(self):
+        apply_cpu_defaults(self)
+        super().__post_init__()
+
+
 def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: ModelConfig):
-    splits = tuple(s for s in (script_args.train_split, script_args.eval_split) if s)
-    try:
-        _, data = load_amazon(script_args.data_dir, script_args.category, splits=splits)
-    except FileNotFoundError as error:
-        sys.exit(f"error: {error}")
+    model_name = model_args.model_name_or_path or "Qwen/Qwen2-0.5B"
+    splits = tuple(s for s in (script_args.train_split, script_args.eval_split) if s and s.lower() != "none")
+    check_model(model_name)  # seconds; the data and the model load come after
+    _, data = load_data(script_args.data_dir, script_args.category, splits)
+    default_output_dir(training_args, f"sft-{script_args.category}")
     train = sft_dataset(data[script_args.train_split], script_args.completion_template)
-    evaluation = sft_dataset(data[script_args.eval_split], script_args.completion_template) if script_args.eval_split else None
+    evaluation = sft_dataset(data[splits[1]], script_args.completion_template) if len(splits) > 1 else None
     trainer = SFTTrainer(
-        model=model_args.model_name_or_path or "Qwen/Qwen2-0.5B",
+        model=model_name,
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluation,
@@ -47,5 +58,6 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, SFTConfig, ModelConfig))
+    parser = TrlParser((ScriptArguments, RecSFTConfig, ModelConfig))
+    leave_output_dir_unset(parser)
     main(*parser.parse_args_and_config())

@@ -1,127 +1,199 @@
 # Copyright 2026 The trl-rere authors. Licensed under the Apache License, Version 2.0.
 """ReRe on an Amazon category (Toys and Games by default): train with ReReTrainer, then rank the test users.
 
-Full run (GPUs, the paper's settings; start from an SFT checkpoint made with examples/sft.py for best results):
+Full run (4 GPUs, the paper's settings; start from an SFT checkpoint made with examples/sft.py for best results):
 
     accelerate launch --config_file examples/accelerate_configs/deepspeed_zero2.yaml examples/toys.py \
-        --config examples/recipes/toys.yaml --data_dir data --model_name_or_path rere-sft-toys
+        --config examples/recipes/toys.yaml --data_dir data/amazon --model_name_or_path runs/rere-sft-toys
 
-Another category: `--category Industrial_and_Scientific --data_dir data`.
+Another category: `--category Industrial_and_Scientific`. `--data_dir` is the folder that holds info/ and the split
+folders. Without `--output_dir` the run writes to runs/rere-{category} (runs/toys-smoke for the smoke run).
 
-Smoke run (CPU, a few minutes, no hub or downloads: a tiny model is built locally, optionally warm-started with SFT,
-trained with ReRe for a few steps and evaluated; on the Industrial files when given `--data_dir`, on a synthetic
-catalog otherwise):
+Smoke run (CPU, about a minute, no hub or downloads): a tiny model and tokenizer are built locally and SFT-warm-
+started, the test users are ranked, ReRe trains a few steps and the test users are ranked again; the table shows
+both rankings next to a random one. Without `--data_dir` and `--category` it uses a synthetic catalog; with them,
+the real files (`--category` defaults to Industrial_and_Scientific there, trained on its valid split):
 
-    accelerate launch examples/toys.py --smoke [--data_dir ../shared/data]
+    accelerate launch examples/toys.py --smoke [--data_dir ../shared/data/amazon]
+
+The same on 2 CPU processes under any shipped accelerate config (written for GPUs, hence the overrides; not `--cpu`,
+which makes accelerate start a single process):
+
+    accelerate launch --config_file examples/accelerate_configs/deepspeed_zero3.yaml --num_processes 2 \
+        --mixed_precision no examples/toys.py --smoke --data_dir ../shared/data/amazon
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import sys
 from dataclasses import dataclass, field
 
-from transformers import AutoConfig, AutoTokenizer
-from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
+import torch
+from accelerate import PartialState
+from transformers import AutoTokenizer, Trainer, TrainerCallback
+from trl import ModelConfig, TrlParser, get_peft_config
 from trl.models import unwrap_model_for_generation
 
+from _common import (
+    apply_cpu_defaults,
+    check_data_dir,
+    check_model,
+    default_output_dir,
+    fail,
+    leave_output_dir_unset,
+    load_data,
+)
 from trl_rere import ReReConfig, ReReTrainer
-from trl_rere.data import load_amazon, sft_dataset, synthetic_catalog_dataset
-from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking, format_metrics_table
+from trl_rere.data import synthetic_catalog_dataset
+from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking
+
+
+SMOKE_MAX_EVAL_SAMPLES = 100  # ~5 s per ranking on 2 idle CPU cores; the smoke ranks twice (before and after RL)
+SMOKE_EVAL_BEAMS = 10
 
 
 @dataclass
 class ScriptArguments:
-    data_dir: str = field(
-        default="data",
-        metadata={"help": "Folder with the D3/ReRe files: info/{category}_5_*.txt and {split}/{category}_5_*.csv."},
+    data_dir: str | None = field(
+        default=None,
+        metadata={"help": "Folder that holds info/{category}_5_*.txt and {split}/{category}_5_*.csv (default: data; "
+                  "with --smoke and neither --data_dir nor --category: a synthetic catalog)."},
     )
     category: str | None = field(
         default=None,
         metadata={"help": "Amazon category key, e.g. Toys_and_Games (default) or Industrial_and_Scientific "
-                  "(the default with --smoke and --data_dir)."},
+                  "(the default of a smoke run on real data)."},
     )
-    train_split: str | None = field(default=None, metadata={"help": "Training split (default train; valid with --smoke)."})
+    train_split: str | None = field(
+        default=None, metadata={"help": "Training split (default train; valid with --smoke)."}
+    )
     eval_split: str = field(default="test", metadata={"help": "Split ranked at the end."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N training rows."})
-    max_eval_samples: int | None = field(default=None, metadata={"help": "Rank only the first N evaluation rows."})
-    eval_num_beams: int = field(default=50, metadata={"help": "Beams for the final ranking (the paper: 50)."})
+    max_eval_samples: int | None = field(
+        default=None,
+        metadata={"help": f"Rank only the first N evaluation rows (default: all; {SMOKE_MAX_EVAL_SAMPLES} with "
+                  f"--smoke; 0 for all)."},
+    )
+    eval_num_beams: int = field(default=50, metadata={"help": f"Beams for the ranking (the paper: 50; the smoke: "
+                                                              f"at most {SMOKE_EVAL_BEAMS})."})
     eval_batch_size: int = field(default=4, metadata={"help": "Prompts per beam search during evaluation."})
+    eval_before_train: bool | None = field(
+        default=None,
+        metadata={"help": "Also rank the test users with the starting (SFT) model, to show what RL changed "
+                  "(default: on with --smoke; it doubles the evaluation time)."},
+    )
     predictions_file: str | None = field(default=None, metadata={"help": "Write ranked predictions per user (JSONL)."})
     smoke: bool = field(default=False, metadata={"help": "Tiny local model, few steps: checks the whole pipeline."})
     smoke_sft_steps: int = field(default=40, metadata={"help": "SFT warm-start steps of the smoke run (0: none)."})
+    smoke_add_gt: bool = field(
+        default=True,
+        metadata={"help": "The smoke trains with add_gt (the target replaces the last beam of a group that lacks it): "
+                  "the tiny model rarely ranks a real item among its few beams, and without the target in a group "
+                  "every reward is 0 and RL gets no signal."},
+    )
 
 
-def fail(message: str) -> None:
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
+@dataclass
+class ToysConfig(ReReConfig):
+    """ReReConfig that also runs a multi-process launch on a machine without CUDA (DDP or DeepSpeed on CPU)."""
+
+    def __post_init__(self):
+        apply_cpu_defaults(self)
+        super().__post_init__()
 
 
-def load_data(script_args: ScriptArguments):
-    """(catalog, train, eval) from the data folder or, for a smoke run without one, the synthetic catalog."""
-    if script_args.smoke and not os.path.isdir(script_args.data_dir):
+# -- data ---------------------------------------------------------------------------------------------------------
+def load_run_data(script_args: ScriptArguments):
+    """(catalog, train, test, description). Synthetic data only for a smoke run that names no data at all: a given
+    `--data_dir` or `--category` that does not resolve stops the run."""
+    if script_args.smoke and script_args.data_dir is None and script_args.category is None:
         catalog, dataset = synthetic_catalog_dataset(num_items=48, num_users=160, seed=0)
         splits = dataset.train_test_split(test_size=0.2, seed=0)
         train, test = splits["train"], splits["test"]
+        source = "synthetic catalog (no --data_dir / --category given)"
     else:
+        data_dir = script_args.data_dir or "data"
         category = script_args.category or ("Industrial_and_Scientific" if script_args.smoke else "Toys_and_Games")
         train_split = script_args.train_split or ("valid" if script_args.smoke else "train")
-        try:
-            catalog, splits = load_amazon(script_args.data_dir, category, splits=(train_split, script_args.eval_split))
-        except FileNotFoundError as error:
-            fail(str(error))
+        catalog, splits = load_data(data_dir, category, (train_split, script_args.eval_split))
         train, test = splits[train_split], splits[script_args.eval_split]
+        source = f"{category} from {data_dir} (train: {train_split}, eval: {script_args.eval_split})"
+    total_train, total_test = len(train), len(test)
     if script_args.max_train_samples:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
     if script_args.max_eval_samples:
         test = test.select(range(min(script_args.max_eval_samples, len(test))))
-    return catalog, train, test
+    description = (
+        f"data: {source}; catalog {len(catalog):,} titles; training on {len(train):,} of {total_train:,} rows; "
+        f"ranking {len(test):,} of {total_test:,} users"
+    )
+    return catalog, train, test, description
 
 
-def check_model(name: str) -> None:
-    """Stops at once, saying what to do, when the model is neither a local folder nor reachable on the hub."""
-    try:
-        AutoConfig.from_pretrained(name)
-    except OSError as error:
-        fail(
-            f"cannot load the model {name!r} ({str(error).splitlines()[0]}). Without hub access, download it on a "
-            f"machine that has it (`hf download {name} --local-dir {name.split('/')[-1]}`), copy the folder here and "
-            f"pass --model_name_or_path {name.split('/')[-1]}; or try the pipeline with --smoke."
-        )
+# -- smoke --------------------------------------------------------------------------------------------------------
+def sft_tiny_model(model, tokenizer, train, completion_template: str, prompt_suffix: str | None, steps: int) -> float:
+    """BIGRec-style SFT warm start (prompt -> completion + EOS, loss on the completion only); returns the last loss.
+
+    A plain loop rather than TRL's SFTTrainer: under a multi-process launch only the main process builds the smoke
+    model while the others wait, and a Trainer there would start collectives (DDP, DeepSpeed, its own barriers) that
+    the waiting processes never join. Completions are tokenized after the prompt's fixed ending, as the trie does.
+    """
+    from trl_rere.trie import tokenize_completions
+
+    prompts = tokenizer(list(train["prompt"]), add_special_tokens=False)["input_ids"]
+    completions = tokenize_completions(
+        [completion_template.format(title=t) for t in train["target"]], tokenizer, prompt_suffix
+    )
+    generator = torch.Generator().manual_seed(0)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    model.train()
+    loss = torch.tensor(float("nan"))
+    for _ in range(steps):
+        rows = torch.randint(len(prompts), (8,), generator=generator).tolist()
+        seqs = [(prompts[i], completions[i] + [tokenizer.eos_token_id]) for i in rows]
+        width = max(len(p) + len(c) for p, c in seqs)
+        ids = torch.full((len(seqs), width), tokenizer.pad_token_id)
+        labels = torch.full((len(seqs), width), -100)
+        mask = torch.zeros((len(seqs), width), dtype=torch.long)
+        for k, (p, c) in enumerate(seqs):
+            ids[k, : len(p) + len(c)] = torch.tensor(p + c)
+            labels[k, len(p) : len(p) + len(c)] = torch.tensor(c)
+            mask[k, : len(p) + len(c)] = 1
+        loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.eval()
+    return loss.item()
 
 
-def build_smoke_model(catalog, train, output_dir: str, sft_steps: int) -> str:
-    """A tiny Qwen2-style model and a tokenizer trained on this data, optionally SFT-warm-started; returns its path."""
+def build_smoke_model(catalog, train, training_args: ReReConfig, sft_steps: int) -> str:
+    """A tiny Qwen2-style model and a tokenizer trained on this data, SFT-warm-started; returns its folder.
+
+    Only the main process builds it; the others wait at a barrier and then load the saved folder.
+    """
     from trl_rere.testing import tiny_causal_lm, train_tokenizer
 
-    path = os.path.join(output_dir, "smoke-model")
-    tokenizer = train_tokenizer(list(catalog.titles) + list(train["prompt"]), kind="bpe", vocab_size=1024)
-    model = tiny_causal_lm(tokenizer, hidden_size=64, num_layers=2, num_heads=2, seed=0)
-    if sft_steps > 0:
-        sft_args = SFTConfig(
-            output_dir=os.path.join(output_dir, "smoke-sft"),
-            max_steps=sft_steps,
-            per_device_train_batch_size=8,
-            learning_rate=3e-3,
-            lr_scheduler_type="constant",
-            logging_steps=10,
-            save_strategy="no",
-            report_to=[],
-            bf16=False,
-            gradient_checkpointing=False,
-            use_cpu=True,
-        )
-        trainer = SFTTrainer(model=model, args=sft_args, train_dataset=sft_dataset(train), processing_class=tokenizer)
-        trainer.train()
-        model = trainer.model
-    model.save_pretrained(path)
-    tokenizer.save_pretrained(path)
+    path = os.path.join(training_args.output_dir, "smoke-model")
+    state = PartialState()
+    if state.is_main_process:
+        tokenizer = train_tokenizer(list(catalog.titles) + list(train["prompt"]), kind="bpe", vocab_size=1024)
+        model = tiny_causal_lm(tokenizer, hidden_size=64, num_layers=2, num_heads=2, seed=0)
+        if sft_steps > 0:
+            loss = sft_tiny_model(
+                model, tokenizer, train, training_args.completion_template, training_args.prompt_suffix, sft_steps
+            )
+            print(f"smoke: SFT warm start, {sft_steps} steps, last loss {loss:.3f}", flush=True)
+        model.save_pretrained(path)
+        tokenizer.save_pretrained(path)
+    state.wait_for_everyone()
     return path
 
 
-def smoke_overrides(training_args: ReReConfig) -> None:
-    """Settings that make the smoke run take minutes on a CPU."""
+def smoke_overrides(training_args: ReReConfig, script_args: ScriptArguments) -> None:
+    """Settings that make the smoke run take about a minute on a CPU. `--report_to` and `--output_dir` are kept."""
     training_args.max_steps = 4
     training_args.num_generations = 4
     training_args.per_device_train_batch_size = 8
@@ -133,40 +205,28 @@ def smoke_overrides(training_args: ReReConfig) -> None:
     training_args.gradient_checkpointing = False
     training_args.bf16 = False
     training_args.save_strategy = "no"
-    training_args.report_to = []
+    training_args.add_gt = training_args.add_gt or script_args.smoke_add_gt
+    script_args.eval_num_beams = min(script_args.eval_num_beams, SMOKE_EVAL_BEAMS)
+    if script_args.max_eval_samples is None:
+        script_args.max_eval_samples = SMOKE_MAX_EVAL_SAMPLES
 
 
-def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: ModelConfig) -> dict:
-    catalog, train, test = load_data(script_args)
-    model_name = model_args.model_name_or_path or "Qwen/Qwen2-0.5B"
-    if script_args.smoke:
-        smoke_overrides(training_args)
-        # Every process builds the same model from the same seed; the main process writes it first.
-        from accelerate import PartialState
+# -- evaluation ---------------------------------------------------------------------------------------------------
+def random_ranking_metrics(num_items: int, ks) -> dict[str, float]:
+    """Expected HR@K / NDCG@K of a uniformly random ranking of `num_items` items: the scale for a tiny model."""
+    metrics = {}
+    for k in ks:
+        metrics[f"HR@{k}"] = min(k, num_items) / num_items
+        metrics[f"NDCG@{k}"] = sum(1.0 / math.log2(r + 2) for r in range(min(k, num_items))) / num_items
+    return metrics
 
-        state = PartialState()
-        with state.main_process_first():
-            if state.is_main_process:
-                model_name = build_smoke_model(catalog, train, training_args.output_dir, script_args.smoke_sft_steps)
-        model_name = os.path.join(training_args.output_dir, "smoke-model")
-        script_args.eval_num_beams = min(script_args.eval_num_beams, 10)
-    else:
-        check_model(model_name)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_name, padding_side="left")
-    trainer = ReReTrainer(
-        model=model_name,
-        args=training_args,
-        train_dataset=train,
-        catalog=catalog,
-        processing_class=tokenizer,
-        peft_config=get_peft_config(model_args),
-    )
-    trainer.train()
-    trainer.save_model(training_args.output_dir)
-
-    with unwrap_model_for_generation(trainer.model_wrapped, trainer.accelerator) as model:
-        metrics = evaluate_ranking(
+def rank_test_users(trainer: ReReTrainer, tokenizer, test, script_args: ScriptArguments, predictions_file=None):
+    """`evaluate_ranking` on the trainer's model, on all processes (sharded), with ZeRO-3 weights gathered."""
+    with unwrap_model_for_generation(
+        trainer.model_wrapped, trainer.accelerator, gather_deepspeed3_params=trainer.args.ds3_gather_for_generation
+    ) as model:
+        return evaluate_ranking(
             model,
             tokenizer,
             test,
@@ -174,18 +234,129 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
             num_beams=script_args.eval_num_beams,
             ks=[k for k in DEFAULT_KS if k <= script_args.eval_num_beams],
             batch_size=script_args.eval_batch_size,
-            predictions_file=script_args.predictions_file,
+            predictions_file=predictions_file,
             accelerator=trainer.accelerator,
         )
+
+
+def log_ranking(trainer: ReReTrainer, metrics: dict[str, float]) -> None:
+    """Sends HR@K / NDCG@K to the trainer's loggers (tensorboard, wandb, ...) as `test/HR@K` at the current step.
+
+    Through the base `transformers.Trainer.log`: TRL's `GRPOTrainer.log` would flush its running training averages.
+    After `train()` the tensorboard callback has closed its writer; its `on_log` opens a new one in the same folder.
+    """
+    Trainer.log(trainer, {f"test_{k}": v for k, v in metrics.items() if k.startswith(("HR@", "NDCG@"))})
+
+
+class RankBeforeTraining(TrainerCallback):
+    """Ranks the test users with the starting model when training begins, so the run can show what RL changed.
+
+    `on_train_begin` comes after the Trainer has wrapped the model (DDP, DeepSpeed engine), so the same gathering as
+    after training applies; every process calls it, as the sharded evaluation requires.
+    """
+
+    def __init__(self, tokenizer, test, script_args: ScriptArguments):
+        self.tokenizer = tokenizer
+        self.test = test
+        self.script_args = script_args
+        self.trainer: ReReTrainer | None = None
+        self.metrics: dict[str, float] | None = None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if self.trainer is None or self.metrics is not None:
+            return
+        self.metrics = rank_test_users(self.trainer, self.tokenizer, self.test, self.script_args)
+        log_ranking(self.trainer, self.metrics)
+
+
+def comparison_table(columns: dict[str, dict[str, float]], title: str) -> str:
+    """One markdown table: a row per metric (HR@K, NDCG@K), a column per ranking (before RL, after RL, random)."""
+    first = next(iter(columns.values()))
+    ks = sorted({int(key.split("@")[1]) for key in first if key.startswith("HR@")})
+    lines = [f"### {title}", "", "| metric | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    for name in ("HR", "NDCG"):
+        for k in ks:
+            cells = " | ".join(f"{metrics[f'{name}@{k}']:.4f}" for metrics in columns.values())
+            lines.append(f"| {name}@{k} | {cells} |")
+    return "\n".join(lines)
+
+
+def rl_signal_summary(log_history: list[dict]) -> str:
+    steps = [h for h in log_history if "reward_std" in h]
+    rewarded = sum(1 for h in steps if h.get("reward_std", 0.0) > 0.0)
+    return f"RL signal: {rewarded} of {len(steps)} logged steps had rewards that differ within a group"
+
+
+# -- main ---------------------------------------------------------------------------------------------------------
+def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: ModelConfig) -> dict:
+    if script_args.max_eval_samples is not None and script_args.max_eval_samples < 0:
+        fail(f"--max_eval_samples must be >= 0 (0: all users), got {script_args.max_eval_samples}")
+    smoke = script_args.smoke
+    model_name = model_args.model_name_or_path or "Qwen/Qwen2-0.5B"
+    if not smoke:
+        # Cheap checks first, so a typo or a missing download costs seconds, not a data load.
+        check_data_dir(script_args.data_dir or "data", script_args.category or "Toys_and_Games",
+                       (script_args.train_split or "train", script_args.eval_split))
+        check_model(model_name)
+    else:
+        smoke_overrides(training_args, script_args)
+    if script_args.max_eval_samples == 0:
+        script_args.max_eval_samples = None
+    default_output_dir(training_args, "toys-smoke" if smoke else f"rere-{script_args.category or 'Toys_and_Games'}")
+    catalog, train, test, description = load_run_data(script_args)
+    state = PartialState()
+    if state.is_main_process:
+        print(description, flush=True)
+        if smoke and script_args.max_eval_samples == SMOKE_MAX_EVAL_SAMPLES:
+            print(f"smoke: ranking at most {SMOKE_MAX_EVAL_SAMPLES} users with {script_args.eval_num_beams} beams "
+                  f"(--max_eval_samples N to change, 0 for all)", flush=True)
+        if smoke and training_args.add_gt:
+            print("smoke: add_gt on (a group without the target gets it as its last member; --smoke_add_gt false "
+                  "to train on the beams alone)", flush=True)
+    if smoke:
+        model_name = build_smoke_model(catalog, train, training_args, script_args.smoke_sft_steps)
+
+    tokenizer = AutoTokenizer.from_pretrained(model_name, padding_side="left")
+    eval_before = script_args.eval_before_train if script_args.eval_before_train is not None else smoke
+    before = RankBeforeTraining(tokenizer, test, script_args) if eval_before else None
+    trainer = ReReTrainer(
+        model=model_name,
+        args=training_args,
+        train_dataset=train,
+        catalog=catalog,
+        processing_class=tokenizer,
+        peft_config=get_peft_config(model_args),
+        callbacks=[before] if before else None,
+    )
+    if before:
+        before.trainer = trainer
+    trainer.train()
+    trainer.save_model(training_args.output_dir)
+
+    metrics = rank_test_users(trainer, tokenizer, test, script_args, predictions_file=script_args.predictions_file)
+    log_ranking(trainer, metrics)
     if trainer.accelerator.is_main_process:
-        print(format_metrics_table(metrics, title=f"Ranking on {script_args.eval_split} ({len(test)} users)"))
+        columns = {}
+        if before and before.metrics is not None:
+            columns["before RL"] = before.metrics
+        columns["after RL"] = metrics
+        ks = sorted({int(key.split("@")[1]) for key in metrics if key.startswith("HR@")})
+        columns["random ranking"] = random_ranking_metrics(len(catalog), ks)
+        print(comparison_table(columns, f"Ranking on {script_args.eval_split} ({len(test)} users, "
+                                        f"{len(catalog):,} titles)"))
+        print(rl_signal_summary(trainer.state.log_history))
+        report = dict(metrics)
+        report["before_rl"] = columns.get("before RL")
+        report["random_ranking"] = columns["random ranking"]
+        report["data"] = description
         with open(os.path.join(training_args.output_dir, "ranking_metrics.json"), "w") as f:
-            json.dump(metrics, f, indent=2)
+            json.dump(report, f, indent=2)
+    trainer.save_state()
     trainer.accelerator.wait_for_everyone()
     return metrics
 
 
 if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, ReReConfig, ModelConfig))
-    script_args, training_args, model_args = parser.parse_args_and_config()
-    main(script_args, training_args, model_args)
+    parser = TrlParser((ScriptArguments, ToysConfig, ModelConfig))
+    leave_output_dir_unset(parser)
+    main(*parser.parse_args_and_config())

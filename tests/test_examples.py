@@ -1,17 +1,26 @@
-"""The example scripts as users run them: `accelerate launch examples/toys.py --smoke`, and clear stops without data
-or hub access."""
+"""The example scripts as users run them (`accelerate launch examples/toys.py --smoke`, `python examples/sft.py`):
+clear, fast stops on bad paths and missing downloads, and what a smoke run reports and where it writes."""
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
+AMAZON = DATA / "amazon"
+EXAMPLES = REPO / "examples"
+INDUSTRIAL_TEST_ROWS = 4533
+# The paper's optimizer step (METHOD.md section 5): 4 GPUs x 64 completions x gradient accumulation 2.
+PAPER_GPUS, PAPER_PER_DEVICE, PAPER_GRAD_ACCUM = 4, 64, 2
+
+needs_data = pytest.mark.skipif(not AMAZON.is_dir(), reason="../shared/data/amazon is not present")
 
 
 def _env():
@@ -32,6 +41,14 @@ def _accelerate():
             "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu"]
 
 
+def _run(args, cwd=REPO, timeout=120):
+    return subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+
+
+def _script(name):
+    return [sys.executable, str(EXAMPLES / name)]
+
+
 def _check_metrics(output_dir: Path, max_k: int):
     metrics = json.loads((output_dir / "ranking_metrics.json").read_text())
     for k in (1, 3, 5, 10):
@@ -41,61 +58,198 @@ def _check_metrics(output_dir: Path, max_k: int):
     return metrics
 
 
+def _table_rows(stdout: str) -> dict[str, list[float]]:
+    """The comparison table's rows: `HR@10` -> [before RL, after RL, random ranking]."""
+    rows = {}
+    for line in stdout.splitlines():
+        match = re.match(r"\| ((?:HR|NDCG)@\d+) \|(.*)\|$", line)
+        if match:
+            rows[match.group(1)] = [float(cell) for cell in match.group(2).split("|")]
+    return rows
+
+
+def _rl_steps(output_dir: Path) -> list[dict]:
+    state = json.loads((output_dir / "trainer_state.json").read_text())
+    return [h for h in state["log_history"] if "reward" in h and "grad_norm" in h]
+
+
+# -- fail fast --------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        # a typo in --data_dir must not fall back to the synthetic catalog
+        (["--data_dir", "{tmp}/dta"], ["{tmp}/dta", "no such folder", "info/Industrial_and_Scientific_5_*.txt"]),
+        # --category without --data_dir looks in the default folder, and says so
+        (["--category", "Office_Products"], ["--data_dir data", "info/Office_Products_5_*.txt"]),
+    ],
+    ids=["data_dir_typo", "category_without_files"],
+)
+def test_toys_smoke_stops_when_given_data_does_not_resolve(tmp_path, args, expected):
+    args = [a.format(tmp=tmp_path) for a in args]
+    proc = _run(_script("toys.py") + ["--smoke", *args, "--output_dir", str(tmp_path / "out")], cwd=tmp_path)
+    assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-3000:]
+    for text in expected:
+        assert text.format(tmp=tmp_path) in proc.stderr, proc.stderr[-3000:]
+    assert "synthetic" not in proc.stdout and "| HR@1 |" not in proc.stdout
+    assert not (tmp_path / "out").exists()
+
+
+@needs_data
+def test_toys_data_dir_errors_name_the_folder_to_pass(tmp_path):
+    # The parent of the layout is refused with a pointer to the folder that holds info/ ...
+    proc = _run(_script("toys.py") + ["--smoke", "--data_dir", str(DATA), "--output_dir", str(tmp_path / "out")])
+    assert proc.returncode == 2
+    assert "has no info/ folder" in proc.stderr and f"Did you mean --data_dir {AMAZON}?" in proc.stderr
+    # ... and an unknown category lists those that are there.
+    proc = _run(_script("toys.py") + ["--smoke", "--data_dir", str(AMAZON), "--category", "Office_Products",
+                                      "--output_dir", str(tmp_path / "out")])
+    assert proc.returncode == 2
+    assert f"{AMAZON}/info/Office_Products_5_*.txt" in proc.stderr
+    assert "Industrial_and_Scientific, Toys_and_Games" in proc.stderr
+
+
+def test_toys_stops_at_once_without_data(tmp_path):
+    proc = _run(_script("toys.py") + ["--data_dir", str(tmp_path / "missing"), "--output_dir", str(tmp_path / "out")])
+    assert proc.returncode == 2
+    assert "Toys_and_Games" in proc.stderr and str(tmp_path / "missing") in proc.stderr
+
+
+@needs_data
+def test_toys_stops_at_once_without_hub(tmp_path):
+    proc = _run(_script("toys.py") + ["--data_dir", str(AMAZON), "--category", "Industrial_and_Scientific",
+                                      "--train_split", "valid", "--model_name_or_path", "Qwen/Qwen2-0.5B",
+                                      "--output_dir", str(tmp_path / "out")])
+    assert proc.returncode == 2
+    assert "--model_name_or_path Qwen/Qwen2-0.5B: not a local folder" in proc.stderr
+    assert "hf download Qwen/Qwen2-0.5B" in proc.stderr
+
+
+@needs_data
+@pytest.mark.parametrize("script", ["sft.py", "evaluate.py"])
+def test_sft_and_evaluate_report_a_missing_local_model_as_a_path(tmp_path, script):
+    missing = tmp_path / "rere-sft" / "checkpoint-9"
+    common = ["--data_dir", str(AMAZON), "--category", "Industrial_and_Scientific"]
+    proc = _run(_script(script) + ["--model_name_or_path", str(missing), *common])
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert f"--model_name_or_path {missing}: no such folder" in proc.stderr
+    assert "hf download" not in proc.stderr
+    # a folder that is not a saved model
+    (tmp_path / "empty").mkdir()
+    proc = _run(_script(script) + ["--model_name_or_path", str(tmp_path / "empty"), *common])
+    assert proc.returncode == 2 and "has no config.json" in proc.stderr
+
+
+def test_sft_stops_at_once_without_hub(tmp_path):
+    proc = _run(_script("sft.py") + ["--model_name_or_path", "Qwen/Qwen2-0.5B", "--data_dir", str(tmp_path)])
+    assert proc.returncode == 2
+    assert "hf download Qwen/Qwen2-0.5B" in proc.stderr
+
+
+# -- recipe and launch configs ----------------------------------------------------------------------------------------
+def test_recipe_and_launch_configs_give_the_papers_batch():
+    recipe = yaml.safe_load((EXAMPLES / "recipes" / "toys.yaml").read_text())
+    per_step = recipe["per_device_train_batch_size"] * recipe["gradient_accumulation_steps"]
+    assert (recipe["per_device_train_batch_size"], recipe["gradient_accumulation_steps"]) == (
+        PAPER_PER_DEVICE, PAPER_GRAD_ACCUM)
+    assert per_step % recipe["num_generations"] == 0
+    for name in ("deepspeed_zero2.yaml", "deepspeed_zero3.yaml", "multi_gpu.yaml"):
+        config = yaml.safe_load((EXAMPLES / "accelerate_configs" / name).read_text())
+        assert config["num_processes"] * per_step == PAPER_GPUS * PAPER_PER_DEVICE * PAPER_GRAD_ACCUM, name
+    # Every recipe key is an argument of toys.py (TrlParser would refuse it at launch otherwise).
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from dataclasses import fields
+
+        import toys
+        from trl import ModelConfig
+
+        known = {f.name for cls in (toys.ScriptArguments, toys.ToysConfig, ModelConfig) for f in fields(cls)}
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    assert set(recipe) <= known, set(recipe) - known
+    assert not os.path.isabs(recipe["output_dir"]) and recipe["output_dir"].startswith("runs/")
+
+
+# -- smoke runs -------------------------------------------------------------------------------------------------------
 @pytest.mark.slow
 def test_toys_smoke_synthetic_under_accelerate(tmp_path):
-    out = tmp_path / "run"
-    proc = subprocess.run(
-        _accelerate() + [str(REPO / "examples" / "toys.py"), "--smoke", "--data_dir", str(tmp_path / "no-data"),
-                         "--output_dir", str(out), "--smoke_sft_steps", "20"],
-        env=_env(), capture_output=True, text=True, timeout=900,
-    )
+    """The README's first command, from a clone: which data, signal in every RL step, before/after/random table,
+    output under runs/ (not trainer_output/), and the final ranking in tensorboard."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    proc = _run(_accelerate() + [str(EXAMPLES / "toys.py"), "--smoke", "--smoke_sft_steps", "20",
+                                 "--report_to", "tensorboard"], cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert "| NDCG |" in proc.stdout
+    out = tmp_path / "runs" / "toys-smoke"
+    assert not (tmp_path / "trainer_output").exists()
     metrics = _check_metrics(out, 10)
     assert metrics["num_examples"] == 32
+    assert "data: synthetic catalog" in proc.stdout and "catalog 48 titles" in proc.stdout
+    assert "ranking 32 of 32 users" in proc.stdout
+
+    rows = _table_rows(proc.stdout)
+    assert "| metric | before RL | after RL | random ranking |" in proc.stdout
+    assert rows["HR@10"][1] == pytest.approx(metrics["HR@10"], abs=1e-4)
+    assert rows["HR@10"][0] == pytest.approx(metrics["before_rl"]["HR@10"], abs=1e-4)
+    assert rows["HR@10"][2] == pytest.approx(10 / 48, abs=1e-4)
+
+    steps = _rl_steps(out)
+    assert len(steps) == 4
+    assert all(s["reward_std"] > 0 and s["grad_norm"] > 0 for s in steps), steps
+
+    runs = list((out / "runs").iterdir())
+    assert len(runs) == 1
+    events = EventAccumulator(str(runs[0]))
+    events.Reload()
+    scalars = {e.step: e.value for e in events.Scalars("test/HR@10")}
+    assert scalars == {0: pytest.approx(metrics["before_rl"]["HR@10"]), 4: pytest.approx(metrics["HR@10"])}
+    assert "test/NDCG@10" in events.Tags()["scalars"] and "train/reward" in events.Tags()["scalars"]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
+@needs_data
 def test_toys_smoke_on_industrial_files(tmp_path):
+    """`--smoke --data_dir` as documented: the default cap on the users ranked, RL with a signal, real titles."""
     out = tmp_path / "run"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "toys.py"), "--smoke", "--data_dir", str(DATA),
-         "--output_dir", str(out), "--max_train_samples", "64", "--max_eval_samples", "8", "--smoke_sft_steps", "10",
-         "--predictions_file", str(out / "predictions.jsonl")],
-        env=_env(), capture_output=True, text=True, timeout=900,
-    )
+    proc = _run(_script("toys.py") + ["--smoke", "--data_dir", str(AMAZON), "--output_dir", str(out),
+                                      "--smoke_sft_steps", "10", "--predictions_file", str(out / "predictions.jsonl")],
+                timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert _check_metrics(out, 10)["num_examples"] == 8
+    cap = int(re.search(r"smoke: ranking at most (\d+) users", proc.stdout).group(1))
+    assert cap < INDUSTRIAL_TEST_ROWS
+    assert f"ranking {cap} of {INDUSTRIAL_TEST_ROWS:,} users" in proc.stdout
+    assert "Industrial_and_Scientific" in proc.stdout and "catalog 3,646 titles" in proc.stdout
+    metrics = _check_metrics(out, 10)
+    assert metrics["num_examples"] == cap
+    assert metrics["random_ranking"]["HR@10"] == pytest.approx(10 / 3646)
+    assert any(s["reward"] != 0 and s["grad_norm"] > 0 for s in _rl_steps(out))
     lines = (out / "predictions.jsonl").read_text().splitlines()
-    assert len(lines) == 8
+    assert len(lines) == cap
     catalog_titles = {
         line.rsplit("\t", 1)[0]
-        for line in (DATA / "amazon" / "info" / "Industrial_and_Scientific_5_1996-10-2018-11.txt").read_text().splitlines()
+        for line in (AMAZON / "info" / "Industrial_and_Scientific_5_1996-10-2018-11.txt").read_text().splitlines()
     }
-    for line in lines:
+    for line in lines[:20]:
         record = json.loads(line)
         assert len(record["predictions"]) == len(set(record["predictions"])) == 10
         assert set(record["predictions"]) <= catalog_titles
 
 
-def test_toys_stops_at_once_without_data(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "toys.py"), "--data_dir", str(tmp_path / "missing"),
-         "--output_dir", str(tmp_path / "out")],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2
-    assert "Toys_and_Games" in proc.stderr and str(tmp_path / "missing") in proc.stderr
+@needs_data
+def test_sft_trains_on_cpu(tmp_path):
+    """examples/sft.py on a CPU with TRL's default bf16=True would stop in transformers' bf16 check."""
+    from trl_rere.data import load_amazon
+    from trl_rere.testing import tiny_causal_lm, train_tokenizer
 
-
-@pytest.mark.skipif(not DATA.is_dir(), reason="../shared/data is not present")
-def test_toys_stops_at_once_without_hub(tmp_path):
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "examples" / "toys.py"), "--data_dir", str(DATA),
-         "--category", "Industrial_and_Scientific", "--train_split", "valid",
-         "--model_name_or_path", "Qwen/Qwen2-0.5B", "--output_dir", str(tmp_path / "out")],
-        env=_env(), capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 2
-    assert "cannot load the model 'Qwen/Qwen2-0.5B'" in proc.stderr and "--model_name_or_path" in proc.stderr
+    catalog, splits = load_amazon(AMAZON, "Industrial_and_Scientific", splits=("valid",))
+    tokenizer = train_tokenizer(list(catalog.titles) + list(splits["valid"]["prompt"][:200]), vocab_size=1024)
+    tiny_causal_lm(tokenizer, hidden_size=16).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    out = tmp_path / "sft"
+    proc = _run(_script("sft.py") + ["--model_name_or_path", str(tmp_path / "model"), "--data_dir", str(AMAZON),
+                                     "--category", "Industrial_and_Scientific", "--train_split", "valid",
+                                     "--eval_split", "test", "--eval_strategy", "no", "--max_steps", "2",
+                                     "--per_device_train_batch_size", "2", "--max_length", "1024",
+                                     "--save_strategy", "no", "--output_dir", str(out)], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert (out / "model.safetensors").exists()

@@ -174,3 +174,10 @@ def launch(tmp_path_factory, assets) -> Launcher:
 def ds_launch(launch, deepspeed_op) -> Launcher:
     """The same launcher, once DeepSpeed's comm op is built."""
     return launch
+
+
+@pytest.fixture(scope="session")
+def run_launch():
+    """`run_command` and `log_tail` for tests that launch another script than run_rere.py (the examples): a test
+    module cannot import them from here, since tests/ and tests/distributed/ both have a conftest module."""
+    return run_command, log_tail
