@@ -20,7 +20,8 @@ import torch
 DATA_LAYOUT = "info/{category}_5_*.txt (the catalog) and {split}/{category}_5_*.csv (one file per split)"
 DATA_HELP = (
     "Pass the folder that holds info/, train/, valid/ and test/ as published with the ReRe and D3 code "
-    "(github.com/sober-clever/ReRe, data/Amazon/)."
+    "(github.com/sober-clever/ReRe, data/Amazon/), or with --item_format sid the folder that also holds index/, in "
+    "MiniOneRec's layout (github.com/AkaliKong/MiniOneRec, data/Amazon/)."
 )
 
 
@@ -31,9 +32,10 @@ def fail(message: str) -> NoReturn:
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
-def _patterns(category: str, splits: tuple[str, ...]) -> list[str]:
+def _patterns(category: str, splits: tuple[str, ...], item_format: str = "title") -> list[str]:
     escaped = glob.escape(category)
-    return [f"info/{escaped}_5_*.txt"] + [f"{glob.escape(split)}/{escaped}_5_*.csv" for split in splits]
+    index = [f"index/{escaped}.index.json"] if item_format == "sid" else []
+    return index + [f"info/{escaped}_5_*.txt"] + [f"{glob.escape(split)}/{escaped}_5_*.csv" for split in splits]
 
 
 def _categories_in(root: Path) -> list[str]:
@@ -42,21 +44,25 @@ def _categories_in(root: Path) -> list[str]:
     return sorted(names)
 
 
-def check_data_dir(data_dir: str | os.PathLike, category: str, splits: tuple[str, ...]) -> Path:
+def check_data_dir(
+    data_dir: str | os.PathLike, category: str, splits: tuple[str, ...], item_format: str = "title"
+) -> Path:
     """Returns `data_dir` as a Path once it holds the catalog and every split file of `category`; stops otherwise.
 
-    Only the folder that holds `info/` is accepted. A parent of it (`../shared/data` for `../shared/data/amazon`) is
-    refused with a hint rather than searched, so that the files a run reads are always the ones the user named.
+    Only the folder that holds `info/` (and, for semantic IDs, `index/`) is accepted. A parent of it (`../shared/data`
+    for `../shared/data/amazon`) is refused with a hint rather than searched, so that the files a run reads are always
+    the ones the user named.
     """
     root = Path(data_dir).expanduser()
-    patterns = _patterns(category, splits)
+    patterns = _patterns(category, splits, item_format)
     looked = ", ".join(str(root / p) for p in patterns)
+    marker = "index" if item_format == "sid" else "info"
     if not root.is_dir():
         fail(f"--data_dir {data_dir}: no such folder (resolved to {root.resolve()}); looked for {looked}. {DATA_HELP}")
-    if not (root / "info").is_dir():
-        below = sorted(str(p) for p in root.iterdir() if p.is_dir() and (p / "info").is_dir())
+    if not (root / marker).is_dir():
+        below = sorted(str(p) for p in root.iterdir() if p.is_dir() and (p / marker).is_dir())
         hint = f" Did you mean --data_dir {below[0]}?" if below else ""
-        fail(f"--data_dir {data_dir} has no info/ folder; looked for {looked}.{hint} {DATA_HELP}")
+        fail(f"--data_dir {data_dir} has no {marker}/ folder; looked for {looked}.{hint} {DATA_HELP}")
     missing = [str(root / p) for p in patterns if not glob.glob(str(root / p))]
     if missing:
         known = _categories_in(root)
@@ -65,13 +71,13 @@ def check_data_dir(data_dir: str | os.PathLike, category: str, splits: tuple[str
     return root
 
 
-def load_data(data_dir: str | os.PathLike, category: str, splits: tuple[str, ...]):
+def load_data(data_dir: str | os.PathLike, category: str, splits: tuple[str, ...], item_format: str = "title"):
     """`trl_rere.load_amazon` after `check_data_dir`; a file that exists but cannot be read stops the run too."""
     from trl_rere.data import load_amazon
 
-    root = check_data_dir(data_dir, category, splits)
+    root = check_data_dir(data_dir, category, splits, item_format)
     try:
-        return load_amazon(root, category, splits=splits)
+        return load_amazon(root, category, splits=splits, item_format=item_format)
     except (OSError, ValueError) as error:  # DataError, CatalogError and UnicodeDecodeError are ValueErrors
         fail(f"cannot load {category} from {root}: {error}")
 

@@ -19,7 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, HfArgumentParser
 from _common import check_model, load_data
 from trl_rere import ItemTrie
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking, format_metrics_table
-from trl_rere.trie import DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX
+from trl_rere.item_format import DEFAULT_PROMPT_SUFFIX, ITEM_FORMATS
+from trl_rere.semantic_ids import check_sid_tokens
 
 
 @dataclass
@@ -32,7 +33,12 @@ class EvaluateArguments:
     batch_size: int = field(default=4, metadata={"help": "Prompts per beam search."})
     max_samples: int | None = field(default=None, metadata={"help": "Rank only the first N users."})
     ks: list[int] = field(default_factory=lambda: list(DEFAULT_KS), metadata={"help": "Cut-offs K."})
-    completion_template: str = field(default=DEFAULT_COMPLETION_TEMPLATE, metadata={"help": "As used in training."})
+    item_format: str = field(
+        default="title", metadata={"help": "How items are written: 'title' or 'sid'.", "choices": sorted(ITEM_FORMATS)}
+    )
+    completion_template: str | None = field(
+        default=None, metadata={"help": "As used in training (default: the item format's)."}
+    )
     prompt_suffix: str = field(default=DEFAULT_PROMPT_SUFFIX, metadata={"help": "The prompts' fixed ending."})
     predictions_file: str | None = field(default=None, metadata={"help": "Write ranked predictions (JSONL)."})
     output_file: str | None = field(default=None, metadata={"help": "Write the metrics as JSON."})
@@ -41,7 +47,7 @@ class EvaluateArguments:
 
 def main(args: EvaluateArguments) -> dict:
     check_model(args.model_name_or_path)
-    catalog, data = load_data(args.data_dir, args.category, (args.split,))
+    catalog, data = load_data(args.data_dir, args.category, (args.split,), args.item_format)
     dataset = data[args.split]
     if args.max_samples:
         dataset = dataset.select(range(min(args.max_samples, len(dataset))))
@@ -49,7 +55,11 @@ def main(args: EvaluateArguments) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, padding_side="left")
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=dtype).to(state.device)
-    trie = ItemTrie.from_catalog(catalog, tokenizer, args.completion_template, args.prompt_suffix)
+    if args.item_format == "sid":
+        check_sid_tokens(tokenizer, catalog, args.prompt_suffix)  # a model trained on SIDs has their code tokens
+    trie = ItemTrie.from_catalog(
+        catalog, tokenizer, args.completion_template, args.prompt_suffix, item_format=args.item_format
+    )
     metrics = evaluate_ranking(
         model,
         tokenizer,

@@ -5,6 +5,9 @@
         --model_name_or_path Qwen/Qwen2-0.5B --output_dir runs/rere-sft-toys \
         --num_train_epochs 10 --learning_rate 3e-4 --per_device_train_batch_size 16 --gradient_accumulation_steps 8
 
+Items as semantic IDs (MiniOneRec's layout): add `--item_format sid --data_dir data/minionerec --category
+Industrial_and_Scientific`; the catalog's code tokens are added to the tokenizer and the embeddings resized first.
+
 The saved model is the starting point of `examples/toys.py --model_name_or_path runs/rere-sft-toys`. Without
 `--output_dir` it goes to runs/sft-{category}. On a machine without CUDA, bf16 is off unless asked for and a
 multi-process launch uses gloo, as in ReReConfig.
@@ -14,10 +17,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from _common import apply_cpu_defaults, check_model, default_output_dir, leave_output_dir_unset, load_data
+from trl_rere import add_sid_tokens
 from trl_rere.data import sft_dataset
+from trl_rere.item_format import ITEM_FORMATS
 
 
 @dataclass
@@ -26,7 +32,14 @@ class ScriptArguments:
     category: str = field(default="Toys_and_Games", metadata={"help": "Amazon category key."})
     train_split: str = field(default="train", metadata={"help": "Split to fine-tune on."})
     eval_split: str | None = field(default="valid", metadata={"help": "Split for the eval loss (None: no eval)."})
-    completion_template: str = field(default='"{title}"\n', metadata={"help": "Completion text; EOS is appended."})
+    item_format: str = field(
+        default="title",
+        metadata={"help": "How items are written: 'title' ('\"{title}\"\\n') or 'sid' (semantic-ID tokens).",
+                  "choices": sorted(ITEM_FORMATS)},
+    )
+    completion_template: str | None = field(
+        default=None, metadata={"help": "Overrides the item format's completion text; EOS is appended."}
+    )
 
 
 @dataclass
@@ -42,12 +55,21 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     model_name = model_args.model_name_or_path or "Qwen/Qwen2-0.5B"
     splits = tuple(s for s in (script_args.train_split, script_args.eval_split) if s and s.lower() != "none")
     check_model(model_name)  # seconds; the data and the model load come after
-    _, data = load_data(script_args.data_dir, script_args.category, splits)
+    catalog, data = load_data(script_args.data_dir, script_args.category, splits, script_args.item_format)
     default_output_dir(training_args, f"sft-{script_args.category}")
-    train = sft_dataset(data[script_args.train_split], script_args.completion_template)
-    evaluation = sft_dataset(data[splits[1]], script_args.completion_template) if len(splits) > 1 else None
+    fmt, template = script_args.item_format, script_args.completion_template
+    train = sft_dataset(data[script_args.train_split], template, item_format=fmt)
+    evaluation = sft_dataset(data[splits[1]], template, item_format=fmt) if len(splits) > 1 else None
+    model, tokenizer = model_name, None
+    if fmt == "sid":
+        # every code must be one token before training: load the model here to grow its embeddings
+        tokenizer = AutoTokenizer.from_pretrained(model_name)
+        model = AutoModelForCausalLM.from_pretrained(model_name, **(training_args.model_init_kwargs or {}))
+        added = add_sid_tokens(tokenizer, catalog, model=model)
+        print(f"added {len(added)} semantic-ID code tokens to the tokenizer", flush=True)
     trainer = SFTTrainer(
-        model=model_name,
+        model=model,
+        processing_class=tokenizer,
         args=training_args,
         train_dataset=train,
         eval_dataset=evaluation,

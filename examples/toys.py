@@ -16,6 +16,10 @@ the real files (`--category` defaults to Industrial_and_Scientific there, traine
 
     accelerate launch examples/toys.py --smoke [--data_dir ../shared/data/amazon]
 
+Items as semantic IDs (MiniOneRec's layout and prompts; the smoke adds the code tokens to its tokenizer):
+
+    accelerate launch examples/toys.py --smoke --item_format sid [--data_dir ../shared/data/minionerec]
+
 The same on 2 CPU processes under any shipped accelerate config (written for GPUs, hence the overrides; not `--cpu`,
 which makes accelerate start a single process):
 
@@ -45,9 +49,11 @@ from _common import (
     leave_output_dir_unset,
     load_data,
 )
-from trl_rere import ReReConfig, ReReTrainer
+from trl_rere import ReReConfig, ReReTrainer, add_sid_tokens, get_item_format
+from trl_rere.constrained import tokenize_prompts
 from trl_rere.data import synthetic_catalog_dataset
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking
+from trl_rere.semantic_ids import synthetic_sid_dataset
 
 
 SMOKE_MAX_EVAL_SAMPLES = 100  # ~5 s per ranking on 2 idle CPU cores; the smoke ranks twice (before and after RL)
@@ -86,12 +92,10 @@ class ScriptArguments:
     )
     predictions_file: str | None = field(default=None, metadata={"help": "Write ranked predictions per user (JSONL)."})
     smoke: bool = field(default=False, metadata={"help": "Tiny local model, few steps: checks the whole pipeline."})
-    smoke_sft_steps: int = field(default=40, metadata={"help": "SFT warm-start steps of the smoke run (0: none)."})
-    smoke_add_gt: bool = field(
-        default=True,
-        metadata={"help": "The smoke trains with add_gt (the target replaces the last beam of a group that lacks it): "
-                  "the tiny model rarely ranks a real item among its few beams, and without the target in a group "
-                  "every reward is 0 and RL gets no signal."},
+    smoke_sft_steps: int = field(
+        default=300,
+        metadata={"help": "SFT warm-start steps of the smoke run (0: none). Enough for the tiny model to rank the "
+                  "synthetic targets among its beams, so that RL gets a signal."},
     )
 
 
@@ -105,19 +109,20 @@ class ToysConfig(ReReConfig):
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
-def load_run_data(script_args: ScriptArguments):
+def load_run_data(script_args: ScriptArguments, item_format: str):
     """(catalog, train, test, description). Synthetic data only for a smoke run that names no data at all: a given
     `--data_dir` or `--category` that does not resolve stops the run."""
     if script_args.smoke and script_args.data_dir is None and script_args.category is None:
-        catalog, dataset = synthetic_catalog_dataset(num_items=48, num_users=160, seed=0)
+        synthetic = synthetic_sid_dataset if item_format == "sid" else synthetic_catalog_dataset
+        catalog, dataset = synthetic(num_items=48, num_users=160, seed=0)
         splits = dataset.train_test_split(test_size=0.2, seed=0)
         train, test = splits["train"], splits["test"]
-        source = "synthetic catalog (no --data_dir / --category given)"
+        source = f"synthetic {item_format} catalog (no --data_dir / --category given)"
     else:
         data_dir = script_args.data_dir or "data"
         category = script_args.category or ("Industrial_and_Scientific" if script_args.smoke else "Toys_and_Games")
         train_split = script_args.train_split or ("valid" if script_args.smoke else "train")
-        catalog, splits = load_data(data_dir, category, (train_split, script_args.eval_split))
+        catalog, splits = load_data(data_dir, category, (train_split, script_args.eval_split), item_format)
         train, test = splits[train_split], splits[script_args.eval_split]
         source = f"{category} from {data_dir} (train: {train_split}, eval: {script_args.eval_split})"
     total_train, total_test = len(train), len(test)
@@ -126,14 +131,14 @@ def load_run_data(script_args: ScriptArguments):
     if script_args.max_eval_samples:
         test = test.select(range(min(script_args.max_eval_samples, len(test))))
     description = (
-        f"data: {source}; catalog {len(catalog):,} titles; training on {len(train):,} of {total_train:,} rows; "
+        f"data: {source}; catalog {len(catalog):,} items; training on {len(train):,} of {total_train:,} rows; "
         f"ranking {len(test):,} of {total_test:,} users"
     )
     return catalog, train, test, description
 
 
 # -- smoke --------------------------------------------------------------------------------------------------------
-def sft_tiny_model(model, tokenizer, train, completion_template: str, prompt_suffix: str | None, steps: int) -> float:
+def sft_tiny_model(model, tokenizer, train, item_format, steps: int) -> float:
     """BIGRec-style SFT warm start (prompt -> completion + EOS, loss on the completion only); returns the last loss.
 
     A plain loop rather than TRL's SFTTrainer: under a multi-process launch only the main process builds the smoke
@@ -142,10 +147,9 @@ def sft_tiny_model(model, tokenizer, train, completion_template: str, prompt_suf
     """
     from trl_rere.trie import tokenize_completions
 
-    prompts = tokenizer(list(train["prompt"]), add_special_tokens=False)["input_ids"]
-    completions = tokenize_completions(
-        [completion_template.format(title=t) for t in train["target"]], tokenizer, prompt_suffix
-    )
+    prompts = tokenize_prompts(tokenizer, list(train["prompt"]), check=False)  # as the trainer tokenizes them
+    completions = tokenize_completions([item_format.render(t) for t in train["target"]], tokenizer,
+                                       item_format.prompt_suffix)
     generator = torch.Generator().manual_seed(0)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     model.train()
@@ -180,11 +184,14 @@ def build_smoke_model(catalog, train, training_args: ReReConfig, sft_steps: int)
     state = PartialState()
     if state.is_main_process:
         tokenizer = train_tokenizer(list(catalog.titles) + list(train["prompt"]), kind="bpe", vocab_size=1024)
+        if training_args.item_format == "sid":
+            add_sid_tokens(tokenizer, catalog)  # before the model: from scratch, every code gets its own embedding
         model = tiny_causal_lm(tokenizer, hidden_size=64, num_layers=2, num_heads=2, seed=0)
         if sft_steps > 0:
-            loss = sft_tiny_model(
-                model, tokenizer, train, training_args.completion_template, training_args.prompt_suffix, sft_steps
+            item_format = get_item_format(
+                training_args.item_format, training_args.completion_template, training_args.prompt_suffix
             )
+            loss = sft_tiny_model(model, tokenizer, train, item_format, sft_steps)
             print(f"smoke: SFT warm start, {sft_steps} steps, last loss {loss:.3f}", flush=True)
         model.save_pretrained(path)
         tokenizer.save_pretrained(path)
@@ -205,7 +212,9 @@ def smoke_overrides(training_args: ReReConfig, script_args: ScriptArguments) -> 
     training_args.gradient_checkpointing = False
     training_args.bf16 = False
     training_args.save_strategy = "no"
-    training_args.add_gt = training_args.add_gt or script_args.smoke_add_gt
+    # the smoke's few steps must be able to show the trainer's warning when no group holds the target
+    if training_args.no_signal_steps:
+        training_args.no_signal_steps = min(training_args.no_signal_steps, 2)
     script_args.eval_num_beams = min(script_args.eval_num_beams, SMOKE_EVAL_BEAMS)
     if script_args.max_eval_samples is None:
         script_args.max_eval_samples = SMOKE_MAX_EVAL_SAMPLES
@@ -296,23 +305,20 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
     if not smoke:
         # Cheap checks first, so a typo or a missing download costs seconds, not a data load.
         check_data_dir(script_args.data_dir or "data", script_args.category or "Toys_and_Games",
-                       (script_args.train_split or "train", script_args.eval_split))
+                       (script_args.train_split or "train", script_args.eval_split), training_args.item_format)
         check_model(model_name)
     else:
         smoke_overrides(training_args, script_args)
     if script_args.max_eval_samples == 0:
         script_args.max_eval_samples = None
     default_output_dir(training_args, "toys-smoke" if smoke else f"rere-{script_args.category or 'Toys_and_Games'}")
-    catalog, train, test, description = load_run_data(script_args)
+    catalog, train, test, description = load_run_data(script_args, training_args.item_format)
     state = PartialState()
     if state.is_main_process:
         print(description, flush=True)
         if smoke and script_args.max_eval_samples == SMOKE_MAX_EVAL_SAMPLES:
             print(f"smoke: ranking at most {SMOKE_MAX_EVAL_SAMPLES} users with {script_args.eval_num_beams} beams "
                   f"(--max_eval_samples N to change, 0 for all)", flush=True)
-        if smoke and training_args.add_gt:
-            print("smoke: add_gt on (a group without the target gets it as its last member; --smoke_add_gt false "
-                  "to train on the beams alone)", flush=True)
     if smoke:
         model_name = build_smoke_model(catalog, train, training_args, script_args.smoke_sft_steps)
 
@@ -343,7 +349,7 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
         ks = sorted({int(key.split("@")[1]) for key in metrics if key.startswith("HR@")})
         columns["random ranking"] = random_ranking_metrics(len(catalog), ks)
         print(comparison_table(columns, f"Ranking on {script_args.eval_split} ({len(test)} users, "
-                                        f"{len(catalog):,} titles)"))
+                                        f"{len(catalog):,} items)"))
         print(rl_signal_summary(trainer.state.log_history))
         report = dict(metrics)
         report["before_rl"] = columns.get("before RL")

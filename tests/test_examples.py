@@ -177,14 +177,14 @@ def test_toys_smoke_synthetic_under_accelerate(tmp_path):
     output under runs/ (not trainer_output/), and the final ranking in tensorboard."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    proc = _run(_accelerate() + [str(EXAMPLES / "toys.py"), "--smoke", "--smoke_sft_steps", "20",
-                                 "--report_to", "tensorboard"], cwd=tmp_path, timeout=900)
+    proc = _run(_accelerate() + [str(EXAMPLES / "toys.py"), "--smoke", "--report_to", "tensorboard"], cwd=tmp_path,
+                timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     out = tmp_path / "runs" / "toys-smoke"
     assert not (tmp_path / "trainer_output").exists()
     metrics = _check_metrics(out, 10)
     assert metrics["num_examples"] == 32
-    assert "data: synthetic catalog" in proc.stdout and "catalog 48 titles" in proc.stdout
+    assert "data: synthetic title catalog" in proc.stdout and "catalog 48 items" in proc.stdout
     assert "ranking 32 of 32 users" in proc.stdout
 
     rows = _table_rows(proc.stdout)
@@ -209,7 +209,8 @@ def test_toys_smoke_synthetic_under_accelerate(tmp_path):
 @pytest.mark.slow
 @needs_data
 def test_toys_smoke_on_industrial_files(tmp_path):
-    """`--smoke --data_dir` as documented: the default cap on the users ranked, RL with a signal, real titles."""
+    """`--smoke --data_dir` as documented: the default cap on the users ranked, real titles, and RL's signal or,
+    where the tiny model never gets the target into a group, the trainer's warning that RL receives none."""
     out = tmp_path / "run"
     proc = _run(_script("toys.py") + ["--smoke", "--data_dir", str(AMAZON), "--output_dir", str(out),
                                       "--smoke_sft_steps", "10", "--predictions_file", str(out / "predictions.jsonl")],
@@ -218,11 +219,14 @@ def test_toys_smoke_on_industrial_files(tmp_path):
     cap = int(re.search(r"smoke: ranking at most (\d+) users", proc.stdout).group(1))
     assert cap < INDUSTRIAL_TEST_ROWS
     assert f"ranking {cap} of {INDUSTRIAL_TEST_ROWS:,} users" in proc.stdout
-    assert "Industrial_and_Scientific" in proc.stdout and "catalog 3,646 titles" in proc.stdout
+    assert "Industrial_and_Scientific" in proc.stdout and "catalog 3,646 items" in proc.stdout
     metrics = _check_metrics(out, 10)
     assert metrics["num_examples"] == cap
     assert metrics["random_ranking"]["HR@10"] == pytest.approx(10 / 3646)
-    assert any(s["reward"] != 0 and s["grad_norm"] > 0 for s in _rl_steps(out))
+    steps = _rl_steps(out)
+    no_signal = all(s["rere/target_in_group"] == 0 for s in steps[:2])  # the smoke warns after 2 such rounds
+    assert ("RL receives no signal" in proc.stdout + proc.stderr) == no_signal
+    assert all((s["reward_std"] > 0) == (s["grad_norm"] > 0) for s in steps)
     lines = (out / "predictions.jsonl").read_text().splitlines()
     assert len(lines) == cap
     catalog_titles = {
@@ -253,3 +257,48 @@ def test_sft_trains_on_cpu(tmp_path):
                                      "--save_strategy", "no", "--output_dir", str(out)], timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     assert (out / "model.safetensors").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (DATA / "minionerec").is_dir(), reason="../shared/data/minionerec is not present")
+def test_toys_smoke_on_semantic_ids(tmp_path):
+    """`--smoke --item_format sid` on MiniOneRec's files: SID prompts, SID beams from the catalog, the table."""
+    out = tmp_path / "run"
+    proc = _run(_script("toys.py") + ["--smoke", "--item_format", "sid", "--data_dir", str(DATA / "minionerec"),
+                                      "--output_dir", str(out), "--smoke_sft_steps", "50", "--max_eval_samples", "20",
+                                      "--predictions_file", str(out / "predictions.jsonl")], timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "catalog 3,670 items" in proc.stdout and "ranking 20 of 4,533 users" in proc.stdout
+    assert "| metric | before RL | after RL | random ranking |" in proc.stdout
+    assert _check_metrics(out, 10)["num_examples"] == 20
+    index = json.loads((DATA / "minionerec" / "index" / "Industrial_and_Scientific.index.json").read_text())
+    sids = {"".join(codes) for codes in index.values()}
+    for line in (out / "predictions.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        assert len(set(record["predictions"])) == 10 and set(record["predictions"]) <= sids
+        assert record["target"] in sids
+
+
+@pytest.mark.skipif(not (DATA / "minionerec").is_dir(), reason="../shared/data/minionerec is not present")
+def test_sft_adds_the_sid_tokens(tmp_path):
+    """`examples/sft.py --item_format sid` starts from a model without the code tokens and saves one with them."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from trl_rere.testing import tiny_causal_lm, train_tokenizer
+
+    tokenizer = train_tokenizer(["### Response:\n", "The user has interacted with items"], vocab_size=300)
+    tiny_causal_lm(tokenizer, hidden_size=16).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    out = tmp_path / "sft"
+    proc = _run(_script("sft.py") + ["--model_name_or_path", str(tmp_path / "model"), "--item_format", "sid",
+                                     "--data_dir", str(DATA / "minionerec"), "--category", "Industrial_and_Scientific",
+                                     "--train_split", "valid", "--eval_split", "none", "--max_steps", "2",
+                                     "--per_device_train_batch_size", "2", "--save_strategy", "no",
+                                     "--output_dir", str(out)], timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    saved = AutoTokenizer.from_pretrained(out)
+    assert len(saved) == len(tokenizer) + 48 + 256 + 256  # the 560 codes of the three levels
+    index = json.loads((DATA / "minionerec" / "index" / "Industrial_and_Scientific.index.json").read_text())
+    codes = next(iter(index.values()))
+    assert all(c in saved.get_vocab() for c in codes) and saved.tokenize("".join(codes)) == codes
+    assert AutoConfig.from_pretrained(out).vocab_size >= len(saved)

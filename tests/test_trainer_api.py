@@ -269,3 +269,20 @@ def test_warns_when_rl_gets_no_signal(tiny, tmp_path, caplog):
     assert [h["rere/target_in_group"] for h in trainer.state.log_history if "rere/target_in_group" in h] == [0.0] * 3
     warnings = [r.getMessage() for r in caplog.records if "RL receives no signal" in r.getMessage()]
     assert len(warnings) == 1 and "for 2 generation rounds" in warnings[0] and "beam_width" in warnings[0]
+
+
+def test_sid_catalog_without_its_code_tokens_is_refused(tmp_path):
+    """With item_format="sid" every code must be one token; a tokenizer without them fails at construction."""
+    from trl_rere import SIDTokenError, add_sid_tokens
+    from trl_rere.semantic_ids import synthetic_sid_dataset
+
+    catalog, dataset = synthetic_sid_dataset(num_items=16, num_users=8)
+    tokenizer = train_tokenizer(list(dataset["prompt"]), vocab_size=400)
+    path = save_model(tokenizer, tmp_path / "no-codes")
+    args = make_args(tmp_path, item_format="sid")
+    with pytest.raises(SIDTokenError, match="add_sid_tokens"):
+        ReReTrainer(model=path, args=args, train_dataset=dataset, catalog=catalog, processing_class=tokenizer)
+    add_sid_tokens(tokenizer, catalog)
+    path = save_model(tokenizer, tmp_path / "with-codes")
+    trainer = ReReTrainer(model=path, args=args, train_dataset=dataset, catalog=catalog, processing_class=tokenizer)
+    assert trainer.trie.max_length == 5  # three codes, the newline, EOS
