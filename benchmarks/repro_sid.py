@@ -60,7 +60,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import repro_industrial as ri  # noqa: E402  (sets up sys.path and the environment for the package)
 import torch  # noqa: E402
-from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402
 from _results import write_section  # noqa: E402
 from repro_industrial import (  # noqa: E402
     _key,
@@ -88,14 +87,8 @@ PUBLISHED = ("MiniOneRec's published Industrial numbers (pretrained Qwen2.5, 8 G
              "model trained from scratch here): MiniOneRec HR@10 0.1586, NDCG@10 0.1167; SASRec NDCG@10 0.0806, "
              "TIGER NDCG@10 0.0908.")
 
-# name -> (label, sampling_strategy, rewards); the rows of repro_industrial, over SIDs
-ROWS = {
-    "sft": ("1. SFT only", None, None),
-    "sft_ce": ("1b. SFT + cross-entropy on the RL prompts (control)", "ce", None),
-    "grpo_sample": ("2. SFT + GRPO, trie-constrained sampling, rule reward", "sample", ["rule"]),
-    "beam_rule": ("3. SFT + ReRe sampling (beam), rule reward", "beam", ["rule"]),
-    "rere": ("4. SFT + ReRe (beam, rule + ranking)", "beam", ["rule", "ranking"]),
-}
+# name -> (label, sampling_strategy, rewards): repro_industrial's rows 1-4, over SIDs
+ROWS = {name: row for name, row in ri.ROWS.items() if name != "dynamic"}
 GOALS = {"sft": "above SFT", "sft_ce": "above the supervised control", "grpo_sample": "above GRPO with sampling",
          "beam_rule": "ranking reward at least as good as rule only"}
 
@@ -374,8 +367,8 @@ def render(results, chosen, dev_scores, a, info) -> str:
 def main(argv=None):
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.device == "cpu":
-        keep_freed_memory()
+    a.cpu_shims = "off" if a.quick else "on"  # as repro_industrial: the default suite's --quick runs stock TRL
+    ri.install_cpu_shims(a)
     warnings.filterwarnings("ignore", category=UserWarning)
     import transformers
 
@@ -439,9 +432,6 @@ def main(argv=None):
         info_path.write_text(json.dumps(sft_info))
         del model
 
-    if a.device == "cpu":
-        cpu_compact_logprobs()
-        lean_cpu_logprob_tiles()
     suffix = "" if a.device == "cpu" else f"-{a.device.split(':')[0]}"
     ctx = {"sft_dir": sft_dir, "trained": set(), "tok": tok, "catalog": catalog, "trie": trie, "rl_pool": rl_pool,
            "steps": steps, "dev": dev, "dev_tag": f"dev{len(dev)}-{_key(list(dev['user_id']))}-b{a.eval_beams}{suffix}"}

@@ -294,21 +294,25 @@ def _parse_int(value: str, column: str) -> int:
         raise ValueError(f"column {column!r} is not an integer: {value!r}") from None
 
 
-def _parse_row(row: dict, catalog: ItemCatalog, max_history: int) -> dict:
+def parse_history(row: dict, required_columns: Sequence[str], items_column: str) -> tuple[list[int], list[str], int]:
+    """`(history item ids, the history's `items_column` values, target item id)` of one CSV row, after checking that
+    the row has exactly the header's fields and two history lists of one length; raises ValueError otherwise."""
     if None in row:
         raise ValueError(f"{len(row[None])} more fields than the header has")
-    missing = [c for c in REQUIRED_COLUMNS if row.get(c) is None]
+    missing = [c for c in required_columns if row.get(c) is None]
     if missing:
         raise ValueError(f"fewer fields than the header has (no value for {', '.join(missing)})")
     history_ids = _parse_list(row["history_item_id"], "history_item_id", int)
-    history_titles = _parse_list(row["history_item_title"], "history_item_title", str)
-    if len(history_ids) != len(history_titles):
-        raise ValueError(
-            f"history_item_id has {len(history_ids)} items but history_item_title has {len(history_titles)}"
-        )
+    history_items = _parse_list(row[items_column], items_column, str)
+    if len(history_ids) != len(history_items):
+        raise ValueError(f"history_item_id has {len(history_ids)} items but {items_column} has {len(history_items)}")
     if not history_ids:
         raise ValueError("the history is empty")
-    item_id = _parse_int(row["item_id"], "item_id")
+    return history_ids, history_items, _parse_int(row["item_id"], "item_id")
+
+
+def _parse_row(row: dict, catalog: ItemCatalog, max_history: int) -> dict:
+    history_ids, history_titles, item_id = parse_history(row, REQUIRED_COLUMNS, "history_item_title")
     try:
         target = catalog.title_of(item_id)
     except KeyError:

@@ -38,7 +38,15 @@ from pathlib import Path
 from datasets import Dataset, DatasetDict
 
 from .catalog import ItemCatalog
-from .data import _FEATURES, DataError, _parse_int, _parse_list, find_category_files, finish_split, read_csv_rows
+from .data import (
+    _FEATURES,
+    DataError,
+    _parse_int,
+    find_category_files,
+    finish_split,
+    parse_history,
+    read_csv_rows,
+)
 from .item_format import DEFAULT_PROMPT_SUFFIX, get_item_format
 
 
@@ -325,18 +333,7 @@ def read_sid_info(path: str | os.PathLike, index: dict[int, str] | None = None) 
 
 def _parse_sid_row(row: dict, catalog: ItemCatalog, max_history: int, template: str, tokenizer,
                    max_prompt_length) -> dict:
-    if None in row:
-        raise ValueError(f"{len(row[None])} more fields than the header has")
-    missing = [c for c in SID_REQUIRED_COLUMNS if row.get(c) is None]
-    if missing:
-        raise ValueError(f"fewer fields than the header has (no value for {', '.join(missing)})")
-    history_ids = _parse_list(row["history_item_id"], "history_item_id", int)
-    history_sids = _parse_list(row["history_item_sid"], "history_item_sid", str)
-    if len(history_ids) != len(history_sids):
-        raise ValueError(f"history_item_id has {len(history_ids)} items but history_item_sid has {len(history_sids)}")
-    if not history_ids:
-        raise ValueError("the history is empty")
-    item_id = _parse_int(row["item_id"], "item_id")
+    history_ids, history_sids, item_id = parse_history(row, SID_REQUIRED_COLUMNS, "history_item_sid")
     pairs = [(f"history item {k}", i, s) for k, (i, s) in enumerate(zip(history_ids, history_sids))]
     for what, item, sid in pairs + [("item_sid", item_id, row["item_sid"])]:
         try:
@@ -434,13 +431,12 @@ def load_sid_amazon(
 
     Example:
     ```python
-    >>> from trl_rere import load_amazon
+    >>> from trl_rere.semantic_ids import load_sid_amazon
     >>> from trl_rere.testing import write_minionerec_folder
-    >>> data_dir = write_minionerec_folder("tiny-sid-data")
-    >>> catalog, splits = load_amazon(data_dir, "Industrial_and_Scientific", ("valid", "test"), item_format="sid")
-    >>> target = splits["test"][0]["target"]  # an SID string, a catalog key
-    >>> target in catalog, target.count("<")
-    (True, 3)
+    >>> catalog, splits = load_sid_amazon(write_minionerec_folder("tiny-sid-data"), splits=("test",), max_history=2)
+    >>> row = splits["test"][0]  # SID strings: the target is a catalog key
+    >>> row["target"] in catalog, len(row["history_titles"]) <= 2, row["prompt"].endswith("### Response:\\n")
+    (True, True, True)
     ```
     """
     if isinstance(splits, str):
