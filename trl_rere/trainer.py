@@ -15,7 +15,7 @@ from trl.models import unwrap_model_for_generation
 
 from .catalog import ItemCatalog
 from .config import ReReConfig
-from .constrained import _left_pad, generate_beams, tokenize_prompts
+from .constrained import generate_beams, left_pad, tokenize_prompts
 from .rewards import resolve_reward_funcs
 from .sampling import beam_groups, insert_ground_truth, sample_from_trie, sample_groups
 from .trie import ItemTrie
@@ -191,7 +191,7 @@ class ReReTrainer(GRPOTrainer):
             raise RuntimeError("expected the repeated-prompt layout [p0]*G + [p1]*G + ... from TRL's RepeatSampler")
         targets = [self.catalog.index(t) if t in self.catalog else -1 for t in self._rere_targets[::group_size]]
         pad_id = self._tokenizer.pad_token_id if self._tokenizer.pad_token_id is not None else self.trie.eos_token_id
-        input_ids, attention_mask = _left_pad(unique, pad_id, self.accelerator.device)
+        input_ids, attention_mask = left_pad(unique, pad_id, self.accelerator.device)
 
         with (
             profiling_context(self, "rere.generate"),
