@@ -72,8 +72,7 @@ class TrieLogitsProcessor(LogitsProcessor):
         self._state: torch.Tensor | None = None  # (rows,) trie node per row, -1 once a row left the trie
         self._prev: torch.Tensor | None = None  # previous step's generated tokens, (rows, t-1)
         self._allowed: AllowedTokens | None = None
-        self._out: torch.Tensor | None = None  # beam search: the returned tensor, -inf but for the `_reset` entries
-        self._reset: tuple[torch.Tensor | None, torch.Tensor | None] | None = None  # (block tokens, flat indices)
+        self._out: torch.Tensor | None = None  # beam search: the returned tensor, -inf but for `_allowed`
 
     @property
     def allowed(self) -> AllowedTokens | None:
@@ -140,7 +139,6 @@ class TrieLogitsProcessor(LogitsProcessor):
             tokens = torch.where(live, arrays["node_token"][child], eos)
             values = scores.gather(1, tokens)
             out = self._blank_output(scores)
-            self._reset = (tokens, None)
             self._allowed = AllowedTokens(tokens, child, live, None)
             return out.scatter_(1, tokens, values)
         # A few rows sit on a wide node (say a popular brand with thousands of continuations): a block that wide
@@ -153,7 +151,6 @@ class TrieLogitsProcessor(LogitsProcessor):
         flat = row * vocab + tokens
         values = scores.reshape(-1)[flat]
         out = self._blank_output(scores)
-        self._reset = (None, flat)
         self._allowed = AllowedTokens(tokens, child, live, row)
         out.view(-1)[flat] = values
         return out
@@ -162,7 +159,7 @@ class TrieLogitsProcessor(LogitsProcessor):
         """A contiguous all -inf tensor shaped like `scores`, for the allowed scores (already read) to be written into.
 
         In beam search, after the first step it is the tensor returned last time with only the entries written then
-        reset to -inf. Otherwise (and on the first step) it is `scores` itself, filled with -inf in place; in beam
+        (`allowed`, not yet replaced) reset to -inf. Otherwise (and on the first step) it is `scores` itself, filled with -inf in place; in beam
         search that tensor is then kept for the next steps, provided it is not a view of a larger tensor (HF beam
         search computes fresh log-probs every step and keeps only copies of what it returns)."""
         out = self._out
@@ -173,11 +170,11 @@ class TrieLogitsProcessor(LogitsProcessor):
             and out.dtype == scores.dtype
             and out.device == scores.device
         ):
-            block, flat = self._reset
-            if block is not None:
-                out.scatter_(1, block, float("-inf"))
+            written = self._allowed
+            if written.rows is None:
+                out.scatter_(1, written.tokens, float("-inf"))
             else:
-                out.view(-1).index_fill_(0, flat, float("-inf"))
+                out.view(-1).index_fill_(0, written.rows * out.shape[1] + written.tokens, float("-inf"))
             return out
         out = scores if scores.is_contiguous() else scores.contiguous()
         out.fill_(float("-inf"))
