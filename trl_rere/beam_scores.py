@@ -17,9 +17,10 @@ class TrieScoreRecorder(LogitsProcessor):
     `sequence_scores` can give every finished title its beam score.
 
     HF's `output_scores` keeps a rows x vocabulary copy of the scores for every step of the search (about 240 MB per
-    step for 8 prompts x 50 beams at Qwen's vocabulary); this keeps the few allowed entries per row. It reads them
-    from the masked scores at the positions the processor reports in `processor.allowed`, so place it right after
-    the processor (and after anything else that changes the scores HF sums into the beam scores). It changes nothing.
+    step for 8 prompts x 50 beams at Qwen's vocabulary); this keeps the few allowed entries per row, as the processor
+    wrote them into the masked scores and reports them in `processor.allowed`. Place it right after the processor;
+    it changes nothing. The recorded scores are HF's beam scores when nothing after the processor changes the scores
+    (`generate_beams` turns HF's temperature, top-k, top-p and repetition penalty off).
 
     A node of the trie has one depth and one prefix, so `(prompt, child node)` names an edge once for the whole
     search, whichever beam scored it, and a title's score is the sum over its path.
@@ -49,17 +50,12 @@ class TrieScoreRecorder(LogitsProcessor):
             )
         self._seen = allowed
         rows = scores.shape[0]
-        if allowed.rows is None:
-            values = scores.gather(1, allowed.tokens)
-            row = torch.arange(rows, device=scores.device).unsqueeze(1)
-        else:
-            values = scores[allowed.rows, allowed.tokens]
-            row = allowed.rows
+        row = torch.arange(rows, device=scores.device).unsqueeze(1) if allowed.rows is None else allowed.rows
         keys = (row // self.processor.beams_per_prompt(rows)) * self.processor.trie.num_nodes + allowed.nodes
         # Entries of dead rows get key -1, which no lookup asks for: a boolean mask would cost a host sync per step.
         # Duplicate keys (beams that share a prefix, block padding) carry equal scores.
         self._edge_keys.append(torch.where(allowed.live, keys, -1).reshape(-1))
-        self._edge_scores.append(values.reshape(-1))
+        self._edge_scores.append(allowed.values.reshape(-1))
         return scores
 
     def sequence_scores(self, completion_ids: torch.Tensor, rows_per_prompt: int) -> torch.Tensor:

@@ -21,15 +21,17 @@ INVALID_SCORE = -1e8
 class AllowedTokens(NamedTuple):
     """The entries one call of `TrieLogitsProcessor` left finite, in the layout its gather used.
 
-    Block layout (`rows is None`): `tokens` and `nodes` are `(rows, width)`, row `r` of them belongs to score row `r`
-    and `live` is `(rows, 1)`. Flat layout: `tokens`, `nodes`, `rows` and `live` are `(total,)`, one entry per allowed
-    `(row, token)` pair. `nodes` is the trie node each token leads to; where `live` is False the entry is the EOS that
-    a row off the trie (or past the end of its title) keeps, and its node means nothing. Block rows may repeat their
-    last entry as padding.
+    Block layout (`rows is None`): `tokens`, `nodes` and `values` are `(rows, width)`, row `r` of them belongs to
+    score row `r`, and `live` is `(rows, 1)`. Flat layout: all five are `(total,)`, one entry per allowed `(row, token)`
+    pair. `nodes` is the trie node each token leads to and `values` the score written there (the input's own score);
+    where `live` is False the entry is the EOS that a row off the trie (or past the end of its title) keeps, and its
+    node means nothing. Block rows may repeat their last entry as padding. `values` is kept so that a recorder need
+    not gather the same entries a second time (on a 1M-title catalog that gather cost a fifth of the processor's time).
     """
 
     tokens: torch.Tensor
     nodes: torch.Tensor
+    values: torch.Tensor
     live: torch.Tensor
     rows: torch.Tensor | None
 
@@ -139,7 +141,7 @@ class TrieLogitsProcessor(LogitsProcessor):
             tokens = torch.where(live, arrays["node_token"][child], eos)
             values = scores.gather(1, tokens)
             out = self._blank_output(scores)
-            self._allowed = AllowedTokens(tokens, child, live, None)
+            self._allowed = AllowedTokens(tokens, child, values, live, None)
             return out.scatter_(1, tokens, values)
         # A few rows sit on a wide node (say a popular brand with thousands of continuations): a block that wide
         # would be mostly padding, so list the sum(take) allowed (row, token) pairs flat instead.
@@ -151,7 +153,7 @@ class TrieLogitsProcessor(LogitsProcessor):
         flat = row * vocab + tokens
         values = scores.reshape(-1)[flat]
         out = self._blank_output(scores)
-        self._allowed = AllowedTokens(tokens, child, live, row)
+        self._allowed = AllowedTokens(tokens, child, values, live, row)
         out.view(-1)[flat] = values
         return out
 
