@@ -6,7 +6,8 @@ BPE trained on titles and prompts, and a random Qwen2 of the reproduction's size
 parameters), or with `--model` a checkpoint that repro_industrial.py saved (its SFT model and tokenizer: a trained
 model ends its beams the way a real evaluation does, a random one wanders to the longest titles).
 `constrained_beam_search` ranks the catalog for every prompt with 50 beams, in batches of `--batches`
-prompts; the "default" runs replace `beam_search_cache` with the identity, which is what generate_beams did before.
+prompts, with `shared_prompt_cache=False` (the default: HF's own cache layers after the one-time prompt prefill) and
+`shared_prompt_cache=True`.
 Both runs must return the same titles in the same order for every prompt (checked). Time per prompt is the median of
 `--repeats` runs.
 
@@ -33,9 +34,9 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-import trl_rere.constrained as constrained  # noqa: E402
 from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
 from repro_industrial import CATEGORY, SHORT_TEMPLATE, hardware  # noqa: E402
+from trl_rere.constrained import constrained_beam_search  # noqa: E402
 from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
@@ -48,17 +49,13 @@ REPRO = dict(hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512)
 
 
 def run(model, tok, prompts, trie, beams: int, batch: int, shared: bool):
-    original = constrained.beam_search_cache
-    if not shared:
-        constrained.beam_search_cache = lambda cache, max_new_tokens: cache
-    try:
-        t0 = time.perf_counter()
-        results = constrained.constrained_beam_search(model, tok, prompts, trie, num_beams=beams, batch_size=batch)
-        if model.device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - t0, [r.titles for r in results]
-    finally:
-        constrained.beam_search_cache = original
+    t0 = time.perf_counter()
+    results = constrained_beam_search(
+        model, tok, prompts, trie, num_beams=beams, batch_size=batch, shared_prompt_cache=shared
+    )
+    if model.device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - t0, [r.titles for r in results]
 
 
 def main(argv=None):

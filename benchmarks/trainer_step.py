@@ -1,10 +1,10 @@
 """Time per training step: `ReReTrainer` (trie-constrained beam search) vs stock `trl.GRPOTrainer` (sampling).
 
-Both trainers get the same tiny model (a random Qwen2, hidden 128, 4 layers, 4 heads, byte-level BPE vocabulary
-trained on the catalog and prompts), the same data (`trl_rere.data.synthetic_catalog_dataset`: the authors' prompt
-template, `prompt` / `target` columns), the same batch (P prompts x G completions), the same reward function
-(`trl_rere.rule_reward`), the same optimisation settings (lr, beta with a reference model, `loss_type="grpo"`, max
-grad norm, no gradient checkpointing, fp32) and the same completion budget: GRPO samples up to
+Both trainers get the same tiny model (a random Qwen2, hidden 128, 4 layers, 4 heads) over Qwen2's real tokenizer
+and vocabulary (`shared/tokenizers/qwen2`, 151,646 tokens), the same data (real Toys-and-Games catalog titles, the
+authors' prompt template over random histories of them, `prompt` / `target` columns), the same batch (P prompts x G
+completions), the same reward function (`trl_rere.rule_reward`), the same optimisation settings (lr, beta with a
+reference model, `loss_type="grpo"`, max grad norm, no gradient checkpointing, fp32) and the same completion budget: GRPO samples up to
 `max_completion_length = trie.max_length` new tokens, the longest title completion the beam search can produce.
 
 What differs is exactly what ReRe changes: ReRe runs one constrained beam search of G beams per unique prompt
@@ -14,7 +14,7 @@ Measurement: the two trainers run in two threads that take strict turns, one opt
 from `on_step_begin` to `on_step_end`: generation, rewards, reference log-probs, forward/backward and the optimizer
 step); only the thread holding the turn runs at all, so the two never compete for the cores and both see the same
 background load. The first `--warmup` steps of each are dropped. Generation time is measured by wrapping each
-trainer's `_generate_single_turn`. Report: median and interquartile range of the step times, the ratio of medians
+trainer's `rollout_func` where it sets one (TRL's public hook) and its `_generate_single_turn` otherwise. Report: median and interquartile range of the step times, the ratio of medians
 ReRe / GRPO (goal: <= 1.0), generation time and mean completion length.
 
 The table is printed and written to benchmarks/RESULTS.md between this benchmark's markers.
@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import random
 import shutil
 import statistics
 import sys
@@ -50,13 +51,46 @@ from transformers import TrainerCallback  # noqa: E402
 from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
+from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402
 from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
-from trl_rere import ItemTrie, ReReConfig, ReReTrainer, rule_reward  # noqa: E402
-from trl_rere.data import synthetic_catalog_dataset  # noqa: E402
-from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
+from datasets import Dataset  # noqa: E402
+from transformers import AutoTokenizer  # noqa: E402
+
+from trl_rere import ItemCatalog, ItemTrie, ReReConfig, ReReTrainer, rule_reward  # noqa: E402
+from trl_rere.data import DEFAULT_INSTRUCTIONS, build_prompt, instruction_index  # noqa: E402
+from trl_rere.testing import tiny_causal_lm  # noqa: E402
+from trl_rere.trie import DEFAULT_PROMPT_SUFFIX, tokenize_completions  # noqa: E402
 
 
 RESULTS = REPO / "benchmarks" / "RESULTS.md"
+QWEN2_TOKENIZER = REPO.parent / "shared" / "tokenizers" / "qwen2"
+TOYS_INFO = REPO.parent / "shared" / "data" / "amazon" / "info" / "Toys_and_Games_5_2016-10-2018-11.txt"
+
+
+def real_title_dataset(
+    tokenizer, num_items: int, max_tokens: int, num_users: int, seed: int = 0
+) -> tuple[ItemCatalog, Dataset, int]:
+    """`num_items` real Toys titles whose completion (EOS included) is at most `max_tokens` Qwen2 tokens, and
+    `num_users` rows of the authors' prompt over a history of 2-6 of them with a random target among them.
+
+    The length cap keeps the stock GRPO side affordable on CPU: a random model rarely samples EOS, so its completions
+    run to `max_completion_length` (the trie's longest title) and the loss is taken over all of them. Returns the
+    catalog, the dataset and how many titles were eligible."""
+    full = ItemCatalog.from_info_file(TOYS_INFO)
+    lengths = [len(ids) + 1 for ids in tokenize_completions([f'"{t}"\n' for t in full.titles], tokenizer,
+                                                             DEFAULT_PROMPT_SUFFIX)]
+    eligible = [t for t, n in zip(full.titles, lengths) if n <= max_tokens]
+    if len(eligible) < num_items:
+        raise ValueError(f"{TOYS_INFO}: only {len(eligible)} titles fit in {max_tokens} tokens, {num_items} asked")
+    rng = random.Random(seed)
+    titles = rng.sample(eligible, num_items)
+    rows = {"prompt": [], "target": []}
+    for u in range(num_users):
+        history = rng.sample(titles, rng.randint(2, 6))
+        instruction = DEFAULT_INSTRUCTIONS[instruction_index(seed, u)]
+        rows["prompt"].append(build_prompt(history, "Toys_and_Games", instruction))
+        rows["target"].append(rng.choice(titles))
+    return ItemCatalog.from_titles(titles), Dataset.from_dict(rows), len(eligible)
 
 
 class TurnTaking:
@@ -110,19 +144,26 @@ class StepTimer(TrainerCallback):
         self.turns.pass_on(self.name, finished=True)
 
 
-def time_generation(trainer, sink: list[float], lengths: list[float]) -> None:
-    """Wraps the trainer's `_generate_single_turn` (stock for GRPO, ReRe's override for ReRe) to time it."""
-    inner = trainer._generate_single_turn
+def time_generation(trainer, sink: list[float], lengths: list[float]) -> str:
+    """Wraps the trainer's generation to time it: TRL's public `rollout_func` where the trainer sets one, otherwise
+    `_generate_single_turn` (stock for GRPO, or a trainer's override). Returns which one it wrapped."""
+    use_rollout = getattr(trainer, "rollout_func", None) is not None
+    inner = trainer.rollout_func if use_rollout else trainer._generate_single_turn
 
     def timed(*args, **kwargs):
         t0 = time.perf_counter()
         out = inner(*args, **kwargs)
         sink.append(time.perf_counter() - t0)
-        completion_ids = out[0]
+        # rollout_func returns a dict, _generate_single_turn a tuple starting with the completion ids
+        completion_ids = out["completion_ids"] if use_rollout else out[0]
         lengths.append(sum(len(c) for c in completion_ids) / max(len(completion_ids), 1))
         return out
 
-    trainer._generate_single_turn = timed
+    if use_rollout:
+        trainer.rollout_func = timed
+    else:
+        trainer._generate_single_turn = timed
+    return "rollout_func" if use_rollout else "_generate_single_turn"
 
 
 def quartiles(xs: list[float]) -> tuple[float, float, float]:
@@ -139,7 +180,8 @@ def main() -> None:
     parser.add_argument("--G", type=int, default=16, help="completions per prompt (num_generations)")
     parser.add_argument("--hidden", type=int, default=128)
     parser.add_argument("--layers", type=int, default=4)
-    parser.add_argument("--vocab", type=int, default=2048)
+    parser.add_argument("--max-title-tokens", type=int, default=16,
+                        help="only catalog titles whose completion is at most this many Qwen2 tokens (EOS included)")
     parser.add_argument("--steps", type=int, default=30, help="measured steps per trainer")
     parser.add_argument("--warmup", type=int, default=2, help="steps dropped per trainer")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
@@ -151,13 +193,19 @@ def main() -> None:
         opts.no_write = True
 
     torch.set_num_threads(opts.threads)
+    # With Qwen2's 151,646-token vocabulary the (tokens x vocabulary) work of TRL's CPU log-prob head and glibc's page
+    # faults on every fresh tensor of that size would dominate both trainers' steps; these change no value
+    # (tests/test_benchmark_shims.py) and are what the CPU reproduction runs with.
+    malloc_kept = keep_freed_memory()
+    cpu_compact_logprobs()
+    lean_cpu_logprob_tiles()
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
 
-    catalog, dataset = synthetic_catalog_dataset(num_items=opts.items, num_users=max(64, opts.prompts * 32), seed=0)
-    dataset = dataset.select_columns(["prompt", "target"])
-    corpus = list(catalog.titles) + [f'"{t}"\n' for t in catalog.titles] + list(dataset["prompt"][:64])
-    tokenizer = train_tokenizer(corpus, kind="bpe", vocab_size=opts.vocab)
+    tokenizer = AutoTokenizer.from_pretrained(QWEN2_TOKENIZER)
+    catalog, dataset, eligible = real_title_dataset(
+        tokenizer, opts.items, opts.max_title_tokens, num_users=max(64, opts.prompts * 32), seed=0
+    )
     trie = ItemTrie.from_catalog(catalog, tokenizer)
     prompt_ids = tokenizer(list(dataset["prompt"][:64]), add_special_tokens=False)["input_ids"]
     prompt_lengths = [len(ids) for ids in prompt_ids]
@@ -215,8 +263,9 @@ def main() -> None:
         processing_class=tokenizer,
         callbacks=[timers[names[1]]],
     )
+    wrapped = {}
     for name, trainer in zip(names, (rere, grpo)):
-        time_generation(trainer, gen_times[name], gen_lengths[name])
+        wrapped[name] = time_generation(trainer, gen_times[name], gen_lengths[name])
 
     errors: list[BaseException] = []
 
@@ -283,24 +332,29 @@ def main() -> None:
         "",
         "Settings:",
         f"- Model: random Qwen2, hidden {opts.hidden}, {opts.layers} layers, 4 heads, MLP {2 * opts.hidden}, tied "
-        f"embeddings, {n_params / 1e6:.2f}M parameters, fp32; byte-level BPE vocabulary of {len(tokenizer)} tokens "
-        f"trained on the catalog titles and prompts.",
-        f"- Data: `synthetic_catalog_dataset(num_items={opts.items})` with the authors' prompt template (prompt "
-        f"{min(prompt_lengths)}-{max(prompt_lengths)} tokens); reward `rule_reward` for both.",
+        f"embeddings, {n_params / 1e6:.2f}M parameters (most of them the {len(tokenizer):,}-token embedding), fp32; "
+        f"Qwen2's real tokenizer.",
+        f"- Data: {opts.items} real Toys-and-Games titles, drawn at random from the {eligible:,} of the catalog's "
+        f"11,198 whose completion is at most {opts.max_title_tokens} Qwen2 tokens (EOS included); prompts: the "
+        f"authors' template over 2-6 random catalog titles ({min(prompt_lengths)}-{max(prompt_lengths)} tokens), "
+        f"random targets; reward `rule_reward` for both.",
         f"- Batch: {opts.prompts} prompts x G={opts.G} = {opts.prompts * opts.G} completions per step, one "
         f"optimizer step per generation, max completion length {trie.max_length} (= the trie's longest title "
         f"completion, EOS included); beta 1e-3 (reference forward pass), loss 'grpo', lr 1e-5, grad clip 0.3.",
-        "- ReRe: one constrained beam search of G beams per prompt (length_penalty 0; each prompt encoded once, its KV cache repeated for the G beams). GRPO: TRL's transformers "
-        "sampling (temperature 1.0), G rows per prompt, unconstrained. A random model rarely samples EOS, so GRPO "
-        "completions run to the length limit while ReRe's are real titles (see 'mean completion tokens'); the loss "
+        "- ReRe: one constrained beam search of G beams per prompt (length_penalty 0; each prompt encoded once, its "
+        "KV cache repeated for the G beams). GRPO: TRL's transformers sampling (temperature 1.0), G rows per prompt, "
+        "unconstrained. A random model rarely samples EOS, so GRPO completions run to the length limit while ReRe's are real titles (see 'mean completion tokens'); the loss "
         "runs over the batch padded to its longest completion, about the same width for both, so the "
         "forward/backward passes cost about the same and the difference is in generation.",
         f"- Timing: the trainers take strict turns step by step in one process ({opts.warmup} warm-up steps each "
-        f"dropped, {opts.steps} measured each); a step is `on_step_begin` -> `on_step_end`, generation is TRL's "
-        f"`_generate_single_turn`. torch {torch.__version__} with {opts.threads} threads, transformers "
+        f"dropped, {opts.steps} measured each); a step is `on_step_begin` -> `on_step_end`, generation is the "
+        f"trainer's `{wrapped[names[0]]}` for ReRe and `{wrapped[names[1]]}` for GRPO. torch {torch.__version__} "
+        f"with {opts.threads} threads, transformers "
         f"{transformers.__version__}, trl {trl.__version__}, {platform.machine()}, {os.cpu_count()} CPU cores "
         f"shared with other jobs (load average at the end: {', '.join(f'{x:.1f}' for x in os.getloadavg())}); "
-        f"{wall:.0f} s wall for both trainers.",
+        f"{wall:.0f} s wall for both trainers. CPU settings that change no value (`benchmarks/_cpu.py`) for both: "
+        f"TRL's fused log-prob head scores only completion positions and folds its tiles in place"
+        f"{', and glibc malloc keeps freed memory' if malloc_kept else ''}.",
     ]
     section = "\n".join(lines)
     print(section)

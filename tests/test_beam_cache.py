@@ -7,10 +7,9 @@ import torch
 from rere_test_utils import CATALOG_TITLES, make_prompt
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-import trl_rere.constrained as constrained
 from trl_rere.beam_cache import SharedPromptLayer, beam_search_cache
 from trl_rere.catalog import ItemCatalog
-from trl_rere.constrained import _left_pad, _prefill_prompts, generate_beams, tokenize_prompts
+from trl_rere.constrained import _prefill_prompts, generate_beams, left_pad, tokenize_prompts
 from trl_rere.trie import ItemTrie
 
 
@@ -115,20 +114,33 @@ def test_other_caches_are_left_alone():
     assert converted.get_seq_length() == 3 and full.layers[0].keys.shape[-2] == 3  # the original is untouched
 
 
-def test_generate_beams_gives_the_same_beams_with_either_cache(tokenizer, tiny_model, monkeypatch):
+def test_generate_beams_gives_the_same_beams_with_either_cache(tokenizer, tiny_model):
     catalog = ItemCatalog.from_titles(CATALOG_TITLES)
     trie = ItemTrie.from_catalog(catalog, tokenizer)
     prompts = [make_prompt(CATALOG_TITLES[:2]), make_prompt(CATALOG_TITLES[3:9]), make_prompt([CATALOG_TITLES[11]])]
-    input_ids, attention_mask = _left_pad(tokenize_prompts(tokenizer, prompts, trie), tokenizer.pad_token_id, "cpu")
-    assert isinstance(
-        beam_search_cache(_prefill_prompts(tiny_model, input_ids, attention_mask, 6), 8).layers[0], SharedPromptLayer
-    )  # the path under test is really taken for this model
-    def search():
-        return generate_beams(tiny_model, input_ids, attention_mask, trie, num_beams=6,
-                              pad_token_id=tokenizer.pad_token_id)
+    input_ids, attention_mask = left_pad(tokenize_prompts(tokenizer, prompts, trie), tokenizer.pad_token_id, "cpu")
+    layer_types = []
 
-    shared = search()
-    monkeypatch.setattr(constrained, "beam_search_cache", lambda cache, max_new_tokens: cache)  # HF's default layers
-    plain = search()
+    def record(module, args, kwargs):
+        cache = kwargs.get("cache")  # transformers 5 names the cache argument `cache`
+        layer_types.append(type(cache.layers[0]) if cache is not None else None)
+
+    # a hook, not a wrapped forward: generate() inspects forward's signature and would take another path
+    hook = tiny_model.register_forward_pre_hook(record, with_kwargs=True)
+
+    def search(**kwargs):
+        layer_types.clear()
+        out = generate_beams(
+            tiny_model, input_ids, attention_mask, trie, num_beams=6, pad_token_id=tokenizer.pad_token_id, **kwargs
+        )
+        assert layer_types[0] is None  # the prompts' prefill starts the cache
+        return out, set(layer_types[1:])
+
+    try:
+        plain, plain_layers = search()  # the default: HF's own layers
+        shared, shared_layers = search(shared_prompt_cache=True)
+    finally:
+        hook.remove()
+    assert plain_layers == {DynamicLayer} and shared_layers == {SharedPromptLayer}
     assert torch.equal(shared[0], plain[0])
     torch.testing.assert_close(shared[1], plain[1], rtol=0, atol=1e-5)

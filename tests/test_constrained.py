@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LogitsProcessorList
 
+from trl_rere.beam_scores import TrieScoreRecorder
 from trl_rere.catalog import ItemCatalog
 from trl_rere.constrained import (
     INVALID_SCORE,
@@ -19,6 +20,7 @@ from trl_rere.constrained import (
     collect_beams,
     constrained_beam_search,
     generate_beams,
+    left_pad,
     make_prefix_allowed_tokens_fn,
     tokenize_prompts,
 )
@@ -66,6 +68,29 @@ def assert_same_beams(a, b, atol: float):
         assert [x.score for x in ra] == pytest.approx([x.score for x in rb], abs=atol)
 
 
+def beam_search(model, input_ids, attention_mask, trie, eos, pad, num_beams=BEAMS, **kwargs):
+    """Plain HF beam search over the whole trie (length_penalty 0), every step's processed scores kept."""
+    return model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        num_beams=num_beams,
+        num_return_sequences=num_beams,
+        do_sample=False,
+        length_penalty=0.0,
+        early_stopping=False,
+        max_new_tokens=trie.max_length,
+        eos_token_id=eos,
+        pad_token_id=pad,
+        output_scores=True,
+        return_dict_in_generate=True,
+        **kwargs,
+    )
+
+
+def padded_prompts(tokenizer, trie, prompts=PROMPTS) -> tuple[torch.Tensor, torch.Tensor]:
+    return left_pad(tokenize_prompts(tokenizer, prompts, trie), tokenizer.pad_token_id, "cpu")
+
+
 @pytest.fixture(scope="module")
 def beams(tokenizer_kind, tokenizer, tiny_model):
     """The reference run: the three prompts in one left-padded batch, vectorised processor."""
@@ -101,9 +126,15 @@ def test_beams_are_valid_distinct_sorted_and_scored(tokenizer, tiny_model, beams
 
 
 def test_processor_and_prefix_fn_give_the_same_beams(tokenizer, tiny_model, beams):
-    slow = constrained_beam_search(
-        tiny_model, tokenizer, PROMPTS, trie_for(tokenizer), num_beams=BEAMS, use_prefix_fn=True
+    # HF's own route to the same constraint: prefix_allowed_tokens_fn, scores from output_scores, no prompt prefill.
+    trie = trie_for(tokenizer)
+    input_ids, attention_mask = padded_prompts(tokenizer, trie)
+    fn = make_prefix_allowed_tokens_fn(trie, input_ids.shape[1])
+    out = beam_search(
+        tiny_model, input_ids, attention_mask, trie, tokenizer.eos_token_id, tokenizer.pad_token_id,
+        prefix_allowed_tokens_fn=fn,
     )
+    slow = collect_beams(trie, out.sequences[:, input_ids.shape[1] :], out.sequences_scores, len(PROMPTS), BEAMS)
     assert_same_beams(beams, slow, atol=1e-4)
 
 
@@ -164,26 +195,16 @@ def test_recorded_scores_equal_hf_beam_scores(tokenizer, tiny_model, shape):
         trie = ItemTrie(seqs, eos_token_id=eos, vocab_size=len(tokenizer), prompt_suffix=None)
     else:
         trie = trie_for(tokenizer, ItemCatalog.from_titles(["Red Ball", "Blue Car", "Red Ball Pit"]))
-    width = max(len(i) for i in ids)
-    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
-    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
-    processor = TrieLogitsProcessor(trie, num_beams=8, record_scores=True)
-    out = tiny_model.generate(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        num_beams=8,
-        num_return_sequences=8,
-        do_sample=False,
-        length_penalty=0.0,
-        max_new_tokens=trie.max_length,
-        eos_token_id=eos,
-        pad_token_id=tokenizer.pad_token_id,
-        logits_processor=LogitsProcessorList([processor]),
-        output_scores=True,
-        return_dict_in_generate=True,
+    input_ids, attention_mask = left_pad(ids, tokenizer.pad_token_id, "cpu")
+    width = input_ids.shape[1]
+    processor = TrieLogitsProcessor(trie, num_beams=8)
+    recorder = TrieScoreRecorder(processor)
+    out = beam_search(
+        tiny_model, input_ids, attention_mask, trie, eos, tokenizer.pad_token_id, num_beams=8,
+        logits_processor=LogitsProcessorList([processor, recorder]),
     )
     completions = out.sequences[:, width:]
-    recorded = processor.sequence_scores(completions, 8)
+    recorded = recorder.sequence_scores(completions, 8)
     hf = out.sequences_scores
     valid = hf > INVALID_SCORE
     assert valid.sum() >= (9 if shape == "fewer_titles" else len(PROMPTS) * 8)
@@ -345,34 +366,67 @@ def test_prefix_fn_matches_the_processor():
     assert fn(0, torch.tensor([1, 2, 9])) == [EOS]  # off the trie: HF rejects an empty list, so only EOS
 
 
-def test_reused_output_gives_the_same_beams(tokenizer_kind, tokenizer, tiny_model):
-    # Beam search defaults to reusing the output tensor; masking every input in place must give the same beams.
+def test_beam_search_steps_equal_hf_prefix_fn_steps(tokenizer_kind, tokenizer, tiny_model):
+    # In beam search the processor returns one reused tensor, resetting only the entries it wrote the step before.
+    # HF keeps a copy of every step's processed scores (output_scores): each must equal what HF's own
+    # prefix_allowed_tokens_fn constraint gives at that step, the -inf pattern included, and so must the beams.
     trie = trie_for(tokenizer)
-    ids = tokenize_prompts(tokenizer, PROMPTS[:2], trie)
-    width = max(len(i) for i in ids)
-    input_ids = torch.tensor([[tokenizer.pad_token_id] * (width - len(i)) + i for i in ids])
-    attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
-    runs = []
-    for reuse in (True, False):
-        processor = TrieLogitsProcessor(trie, num_beams=BEAMS, reuse_output=reuse)
-        out = tiny_model.generate(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            num_beams=BEAMS,
-            num_return_sequences=BEAMS,
-            do_sample=False,
-            length_penalty=0.0,
-            max_new_tokens=trie.max_length,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            logits_processor=LogitsProcessorList([processor]),
-            output_scores=True,
-            return_dict_in_generate=True,
+    input_ids, attention_mask = padded_prompts(tokenizer, trie, PROMPTS[:2])
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    ours = beam_search(
+        tiny_model, input_ids, attention_mask, trie, eos, pad,
+        logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, num_beams=BEAMS)]),
+    )
+    fn = make_prefix_allowed_tokens_fn(trie, input_ids.shape[1])
+    hf = beam_search(tiny_model, input_ids, attention_mask, trie, eos, pad, prefix_allowed_tokens_fn=fn)
+    assert torch.equal(ours.sequences, hf.sequences)
+    assert torch.equal(ours.sequences_scores, hf.sequences_scores)
+    assert len(ours.scores) == len(hf.scores) > 2
+    assert all(torch.equal(a, b) for a, b in zip(ours.scores, hf.scores))
+
+
+def test_sampling_keeps_every_steps_scores(tokenizer, tiny_model):
+    # HF sampling stores the processed scores without copying them (output_scores): with num_beams=1 the processor
+    # masks each step's own input, so every stored step still allows exactly its rows' trie children.
+    trie = trie_for(tokenizer)
+    input_ids, attention_mask = padded_prompts(tokenizer, trie, PROMPTS[:2])
+    eos = tokenizer.eos_token_id
+    torch.manual_seed(0)
+    out = tiny_model.generate(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        do_sample=True,
+        top_k=None,  # no warper after the processor: HF stores the processor's own output
+        num_return_sequences=4,
+        max_new_tokens=trie.max_length,
+        eos_token_id=eos,
+        pad_token_id=tokenizer.pad_token_id,
+        logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, num_beams=1)]),
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
+    generated = out.sequences[:, input_ids.shape[1] :].tolist()
+    assert len(out.scores) > 2
+    for step, scores in enumerate(out.scores):
+        for row, ids in enumerate(generated):
+            prefix = ids[:step]
+            node = trie.walk(prefix) if eos not in prefix else -1
+            expect = sorted(trie.children(node).tolist()) if node >= 0 else []
+            assert allowed(scores[row : row + 1]) == [expect or [eos]], (step, row)
+
+
+def test_score_recorder_must_follow_its_processor(tokenizer, tiny_model):
+    trie = trie_for(tokenizer)
+    input_ids, attention_mask = padded_prompts(tokenizer, trie, PROMPTS[:1])
+    processor = TrieLogitsProcessor(trie, num_beams=2)
+    with pytest.raises(RuntimeError, match="right after that processor"):
+        beam_search(
+            tiny_model, input_ids, attention_mask, trie, tokenizer.eos_token_id, tokenizer.pad_token_id, num_beams=2,
+            logits_processor=LogitsProcessorList([TrieScoreRecorder(processor), processor]),
         )
-        runs.append(out)
-    assert torch.equal(runs[0].sequences, runs[1].sequences)
-    assert torch.equal(runs[0].sequences_scores, runs[1].sequences_scores)
-    assert all(torch.equal(a, b) for a, b in zip(runs[0].scores, runs[1].scores))
+    recorder = TrieScoreRecorder(TrieLogitsProcessor(trie, num_beams=2))  # its processor never runs
+    with pytest.raises(RuntimeError, match="right after that processor"):
+        recorder(input_ids, torch.zeros(2, len(tokenizer)))
 
 
 def test_processor_flat_path_for_one_wide_node():
@@ -396,7 +450,8 @@ def test_processor_flat_path_for_one_wide_node():
 def test_processor_matches_a_reference_walk(data):
     """Random tries, beams that branch, reorder, share prefixes and fall off the trie: at every step each row allows
     exactly its node's children (EOS alone once off the trie or past the end), with the scores untouched, whether the
-    processor masks its input in place or reuses its output tensor."""
+    processor masks its input in place (one row per prompt) or reuses its output tensor (beam search). A recorder
+    after it keeps exactly the allowed scores of the live rows, keyed by (prompt, child node)."""
     vocab = 40
     seqs = data.draw(st.lists(st.lists(st.integers(1, vocab - 1), min_size=1, max_size=5), min_size=1, max_size=10))
     if data.draw(st.booleans()):  # a wide node next to narrow ones
@@ -406,16 +461,21 @@ def test_processor_matches_a_reference_walk(data):
         trie = ItemTrie([s + [EOS] for s in seqs], eos_token_id=EOS, vocab_size=vocab, prompt_suffix=None)
     num_prompts, beams = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 4))
     rows = num_prompts * beams
-    reuse = data.draw(st.booleans())
-    proc = TrieLogitsProcessor(trie, num_beams=beams, reuse_output=reuse)
+    reuse = beams > 1
+    proc = TrieLogitsProcessor(trie, num_beams=beams)
+    recorder = TrieScoreRecorder(proc)
     prompt = torch.arange(rows * 2).view(rows, 2) % vocab
     gen: list[list[int]] = [[] for _ in range(rows)]
     generator = torch.Generator().manual_seed(data.draw(st.integers(0, 2**16)))
     for step in range(data.draw(st.integers(1, 6))):
         input_ids = torch.cat([prompt, torch.tensor(gen, dtype=torch.long).view(rows, step)], dim=1)
-        raw = torch.randn(rows, vocab, generator=generator)
+        # a model scores identical inputs identically: rows of one prompt with the same prefix get the same scores
+        by_prefix: dict = {}
+        for r in range(rows):
+            by_prefix.setdefault((r // beams, tuple(gen[r])), torch.randn(vocab, generator=generator))
+        raw = torch.stack([by_prefix[(r // beams, tuple(gen[r]))] for r in range(rows)])
         given_scores = raw.clone()
-        out = proc(input_ids, given_scores)
+        out = recorder(input_ids, proc(input_ids, given_scores))
         if step == 0 or not reuse:
             assert out is given_scores  # masked in place
         else:
@@ -426,6 +486,15 @@ def test_processor_matches_a_reference_walk(data):
             expect = expect or [EOS]
             assert allowed(out[r : r + 1]) == [expect]
             assert torch.equal(out[r, expect], raw[r, expect])
+        recorded = dict(zip(recorder._edge_keys[-1].tolist(), recorder._edge_scores[-1].tolist()))
+        recorded.pop(-1, None)  # rows off the trie keep EOS, which is no edge
+        expected = {}
+        for r in range(rows):
+            node = trie.walk(gen[r])
+            first = int(trie.first_child[node]) if node >= 0 else 0
+            for child in range(first, first + (int(trie.num_children[node]) if node >= 0 else 0)):
+                expected[(r // beams) * trie.num_nodes + child] = raw[r, trie.node_token[child]].item()
+        assert recorded == expected
         new = []
         for r in range(rows):  # each new row continues some row of the same prompt
             parent = gen[(r // beams) * beams + data.draw(st.integers(0, beams - 1))]

@@ -4,16 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessor, LogitsProcessorList, PreTrainedModel, PreTrainedTokenizerBase
 
 from .beam_cache import beam_search_cache
+from .beam_scores import TrieScoreRecorder
 from .trie import ItemTrie
 
 
 # Beam scores at or below this come from HF's placeholder beams (initialised at -1e9) or from rows that left the trie.
 INVALID_SCORE = -1e8
+
+
+class AllowedTokens(NamedTuple):
+    """The entries one call of `TrieLogitsProcessor` left finite, in the layout its gather used.
+
+    Block layout (`rows is None`): `tokens`, `nodes` and `values` are `(rows, width)`, row `r` of them belongs to
+    score row `r`, and `live` is `(rows, 1)`. Flat layout: all five are `(total,)`, one entry per allowed `(row, token)`
+    pair. `nodes` is the trie node each token leads to and `values` the score written there (the input's own score);
+    where `live` is False the entry is the EOS that a row off the trie (or past the end of its title) keeps, and its
+    node means nothing. Block rows may repeat their last entry as padding. `values` is kept so that a recorder need
+    not gather the same entries a second time (on a 1M-title catalog that gather cost a fifth of the processor's time).
+    """
+
+    tokens: torch.Tensor
+    nodes: torch.Tensor
+    values: torch.Tensor
+    live: torch.Tensor
+    rows: torch.Tensor | None
 
 
 class TrieLogitsProcessor(LogitsProcessor):
@@ -27,18 +47,15 @@ class TrieLogitsProcessor(LogitsProcessor):
     reads the largest and the total number of allowed tokens. The gather is a (rows x widest node) block when rows
     are alike and a flat list of the allowed (row, token) pairs when one wide node (a popular brand with thousands of
     continuations) would make that block mostly padding, so its cost follows the number of allowed tokens rather than
-    the catalog size.
+    the catalog size. What a call wrote is readable afterwards as `allowed` (`TrieScoreRecorder` builds on it).
 
-    The first call masks its input in place. With `reuse_output=True` (the default for beam search, `num_beams > 1`)
-    the processor keeps that tensor and returns it again at every later step, -inf outside the allowed entries: each
-    step only resets the previous step's entries, so no pass over the whole vocabulary is made (that fill was most
-    of the cost). Later inputs are then left untouched and the returned tensor is only valid until the next call;
-    HF beam search keeps only copies. With `reuse_output=False` (the default for `num_beams=1`: sampling with
-    `output_scores=True` stores the processed scores without copying them) every input is masked in place.
-
-    With `record_scores=True` it also keeps, for every row, the scores of the tokens it allowed (a few per row, not
-    the vocabulary), from which `sequence_scores` gives each finished title's beam score without HF's
-    `output_scores`.
+    `num_beams` is the `num_beams` of the `generate` call. The first call masks its input in place. In beam search
+    (`num_beams > 1`) the processor then keeps that tensor and returns it again at every later step, -inf outside
+    the allowed entries: each step only resets the previous step's entries, so no pass over the whole vocabulary is
+    made (that fill was most of the cost). Later inputs are left untouched and the returned tensor is valid until the
+    next call, which is safe because HF beam search copies what it keeps (`output_scores` stores clones). Sampling
+    and greedy search (`num_beams=1`) store the processed scores without copying them, so there every input is masked
+    in place.
 
     Create one processor per `generate` call: it learns the prompt length and beam layout on its first call.
 
@@ -50,21 +67,24 @@ class TrieLogitsProcessor(LogitsProcessor):
     ```
     """
 
-    def __init__(
-        self, trie: ItemTrie, num_beams: int = 1, reuse_output: bool | None = None, record_scores: bool = False
-    ):
+    def __init__(self, trie: ItemTrie, num_beams: int = 1):
         self.trie = trie
         self.num_beams = num_beams
-        self.reuse_output = num_beams > 1 if reuse_output is None else reuse_output
-        self.record_scores = record_scores
-        # record_scores: per step, the (prompt * num_nodes + child node) key and the score of every allowed edge
-        self._edge_keys: list[torch.Tensor] = []
-        self._edge_scores: list[torch.Tensor] = []
         self.prompt_length: int | None = None
         self._state: torch.Tensor | None = None  # (rows,) trie node per row, -1 once a row left the trie
         self._prev: torch.Tensor | None = None  # previous step's generated tokens, (rows, t-1)
-        self._out: torch.Tensor | None = None  # reuse_output: the returned tensor, -inf but for `_written`
-        self._written: tuple[torch.Tensor | None, torch.Tensor | None] | None = None  # (block tokens, flat indices)
+        self._allowed: AllowedTokens | None = None
+        self._out: torch.Tensor | None = None  # beam search: the returned tensor, -inf but for `_allowed`
+
+    @property
+    def allowed(self) -> AllowedTokens | None:
+        """The entries the last call left finite (None before the first call). Read-only: the next call replaces it."""
+        return self._allowed
+
+    def beams_per_prompt(self, rows: int) -> int:
+        """Rows per prompt in a call with `rows` rows: beam search passes prompts x beams rows, sampling one row per
+        sample, and rows of the same prompt with the same prefix are interchangeable either way."""
+        return self.num_beams if rows % self.num_beams == 0 else 1
 
     def _advance(self, input_ids: torch.Tensor) -> torch.Tensor:
         rows, cur_len = input_ids.shape
@@ -81,7 +101,7 @@ class TrieLogitsProcessor(LogitsProcessor):
         if steps == 1:
             parent_state = self._state
         else:
-            beams = self._beams_per_prompt(rows)
+            beams = self.beams_per_prompt(rows)
             cur = generated[:, :-1].view(rows // beams, beams, 1, steps - 1)
             prev = self._prev.view(rows // beams, 1, beams, steps - 1)
             parent = (cur == prev).all(-1).to(torch.int8).argmax(-1)  # (batch, beams): a row with the same prefix
@@ -115,84 +135,35 @@ class TrieLogitsProcessor(LogitsProcessor):
         if rows * width <= 2 * total:
             # Rows allow similar numbers of tokens: gather a (rows x width) block. Padding slots repeat the row's
             # last child, so scattering them back writes that child's own value again.
-            idx = torch.minimum(torch.arange(width, device=device), (take - 1).unsqueeze(1)) + first.unsqueeze(1)
-            tokens = torch.where(live.unsqueeze(1), arrays["node_token"][idx.clamp_(max=last_node)], eos)
+            child = torch.minimum(torch.arange(width, device=device), (take - 1).unsqueeze(1)) + first.unsqueeze(1)
+            child.clamp_(max=last_node)
+            live = live.unsqueeze(1)
+            tokens = torch.where(live, arrays["node_token"][child], eos)
             values = scores.gather(1, tokens)
-            if self.record_scores:
-                self._record(idx, values, live.unsqueeze(1).expand_as(idx), rows)
             out = self._blank_output(scores)
-            self._written = (tokens, None)
+            self._allowed = AllowedTokens(tokens, child, values, live, None)
             return out.scatter_(1, tokens, values)
         # A few rows sit on a wide node (say a popular brand with thousands of continuations): a block that wide
         # would be mostly padding, so list the sum(take) allowed (row, token) pairs flat instead.
         row = torch.repeat_interleave(torch.arange(rows, device=device), take, output_size=total)
         child = (first - (torch.cumsum(take, 0) - take))[row] + torch.arange(total, device=device)
-        tokens = torch.where(live[row], arrays["node_token"][child.clamp_(max=last_node)], eos)
+        child.clamp_(max=last_node)
+        live = live[row]
+        tokens = torch.where(live, arrays["node_token"][child], eos)
         flat = row * vocab + tokens
         values = scores.reshape(-1)[flat]
-        if self.record_scores:
-            self._record(child, values, live[row], rows, row)
         out = self._blank_output(scores)
-        self._written = (None, flat)
+        self._allowed = AllowedTokens(tokens, child, values, live, row)
         out.view(-1)[flat] = values
         return out
-
-    def _beams_per_prompt(self, rows: int) -> int:
-        # beam search passes prompts x beams rows; anything else (sampling) is one row per prompt
-        return self.num_beams if rows % self.num_beams == 0 else 1
-
-    def _record(self, child, values, keep, rows, row=None) -> None:
-        # A node has one depth and one prefix, so (prompt, child node) names an edge once for the whole search, and
-        # a title's score is the sum over its path; nothing rows x vocab is kept (HF's output_scores keeps one per
-        # step). Duplicate keys (beams that share a prefix at the first step, padding slots) carry equal scores.
-        # Entries of dead rows get key -1, which no lookup asks for: a boolean mask would cost a host sync per step.
-        if row is None:
-            row = torch.arange(rows, device=child.device).unsqueeze(1).expand_as(child)
-        keys = (row // self._beams_per_prompt(rows)) * self.trie.num_nodes + child
-        self._edge_keys.append(torch.where(keep, keys, -1).reshape(-1))
-        self._edge_scores.append(values.reshape(-1))
-
-    def sequence_scores(self, completion_ids: torch.Tensor, rows_per_prompt: int) -> torch.Tensor:
-        """Scores of finished generations from the edge scores recorded during the search (`record_scores=True`).
-
-        `completion_ids` holds `rows_per_prompt` rows per prompt, in prompt order (as `generate` returns them). Each
-        row's score is the sum of the processed log-probs along its trie path up to and including EOS, added in
-        decoding order in float32 as HF adds them, so it equals HF's beam score. Rows that are not a complete title,
-        or that use an edge the search never scored, get -inf."""
-        if not self.record_scores:
-            raise RuntimeError("create the processor with record_scores=True to get sequence scores")
-        device = completion_ids.device
-        rows, steps = completion_ids.shape
-        arrays = self.trie.device_arrays(device)
-        edge_keys = arrays["edge_keys"]
-        if not self._edge_keys or edge_keys.numel() == 0:
-            return torch.full((rows,), float("-inf"), device=device)
-        keys, order = torch.sort(torch.cat(self._edge_keys))
-        values = torch.cat(self._edge_scores).float()[order]
-        prompt = torch.arange(rows, device=device) // rows_per_prompt
-        node = torch.zeros(rows, dtype=torch.long, device=device)
-        score = torch.zeros(rows, dtype=torch.float32, device=device)
-        walking = torch.ones(rows, dtype=torch.bool, device=device)
-        for t in range(steps):
-            # the walk stops at the first token that is not a scored trie edge: EOS's padding, or a row off the trie
-            edge = node * self.trie.vocab_size + completion_ids[:, t]
-            pos = torch.searchsorted(edge_keys, edge).clamp(max=edge_keys.numel() - 1)
-            child = pos + 1
-            key = prompt * self.trie.num_nodes + child
-            at = torch.searchsorted(keys, key).clamp(max=keys.numel() - 1)
-            walking &= (edge_keys[pos] == edge) & (keys[at] == key)
-            score = torch.where(walking, score + values[at], score)
-            node = torch.where(walking, child, node)
-        complete = arrays["node_title"][node] >= 0
-        return torch.where(complete, score, torch.full_like(score, float("-inf")))
 
     def _blank_output(self, scores: torch.Tensor) -> torch.Tensor:
         """A contiguous all -inf tensor shaped like `scores`, for the allowed scores (already read) to be written into.
 
-        With `reuse_output`, after the first step it is the tensor returned last time with only the entries written
-        then reset to -inf. Otherwise (and on the first step) it is `scores` itself, filled with -inf in place; with
-        `reuse_output` that tensor is then kept for the next steps, provided it is not a view of a larger tensor (HF
-        beam search computes fresh log-probs every step and keeps only copies of what it returns)."""
+        In beam search, after the first step it is the tensor returned last time with only the entries written then
+        (`allowed`, not yet replaced) reset to -inf. Otherwise (and on the first step) it is `scores` itself, filled with -inf in place; in beam
+        search that tensor is then kept for the next steps, provided it is not a view of a larger tensor (HF beam
+        search computes fresh log-probs every step and keeps only copies of what it returns)."""
         out = self._out
         if (
             out is not None
@@ -201,15 +172,15 @@ class TrieLogitsProcessor(LogitsProcessor):
             and out.dtype == scores.dtype
             and out.device == scores.device
         ):
-            block, flat = self._written
-            if block is not None:
-                out.scatter_(1, block, float("-inf"))
+            written = self._allowed
+            if written.rows is None:
+                out.scatter_(1, written.tokens, float("-inf"))
             else:
-                out.view(-1).index_fill_(0, flat, float("-inf"))
+                out.view(-1).index_fill_(0, written.rows * out.shape[1] + written.tokens, float("-inf"))
             return out
         out = scores if scores.is_contiguous() else scores.contiguous()
         out.fill_(float("-inf"))
-        self._out = out if self.reuse_output and out._base is None else None
+        self._out = out if self.num_beams > 1 and out._base is None else None
         return out
 
 
@@ -275,12 +246,20 @@ class RankedBeams:
         return self.beams[i]
 
 
-def _left_pad(batch: list[list[int]], pad_id: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+def left_pad(
+    batch: Sequence[Sequence[int]], pad_id: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token-id lists -> `(input_ids, attention_mask)` on `device`, padded on the left as decoder-only `generate`
+    needs (new tokens are appended on the right, so every row's prompt must end at the same column)."""
+    if not batch:
+        raise ValueError("cannot pad an empty batch of prompts")
     width = max(len(ids) for ids in batch)
     input_ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
     attention_mask = torch.zeros((len(batch), width), dtype=torch.long)
     for i, ids in enumerate(batch):
-        input_ids[i, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+        if len(ids) == 0:
+            raise ValueError(f"prompt {i} of the batch has no tokens")
+        input_ids[i, width - len(ids) :] = torch.as_tensor(ids, dtype=torch.long)
         attention_mask[i, width - len(ids) :] = 1
     return input_ids.to(device), attention_mask.to(device)
 
@@ -360,43 +339,36 @@ def _prefill_prompts(model, input_ids: torch.Tensor, attention_mask: torch.Tenso
 
 @torch.no_grad()
 def generate_beams(
-    model,
+    model: PreTrainedModel,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor,
     trie: ItemTrie,
     num_beams: int,
     num_return_sequences: int | None = None,
     pad_token_id: int | None = None,
-    use_prefix_fn: bool = False,
-    synced_gpus: bool | None = None,
     max_new_tokens: int | None = None,
+    shared_prompt_cache: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Runs one constrained `generate` call over a left-padded batch; returns `(completion_ids, scores)` with
     `num_return_sequences` rows per prompt, best first (rows `b * n + r`). Scores are the plain sums of token
     log-probs; rows whose score is <= `INVALID_SCORE` are not valid titles (or repeat a better row).
 
-    The scores come from the trie processor's record of the edges it scored, not from HF's `output_scores`, which
-    would keep a rows x vocabulary copy of the log-probs for every step of the search (about 240 MB per step for 8
-    prompts x 50 beams at Qwen's vocabulary)."""
+    The scores come from a `TrieScoreRecorder`, not from HF's `output_scores`, which would keep a rows x vocabulary
+    copy of the log-probs for every step of the search. Each prompt is encoded once and its KV cache repeated for
+    its beams (`_prefill_prompts`). `shared_prompt_cache=True` also swaps in `beam_search_cache`'s layers, which
+    reorder only the generated positions; they hold two copies of the cache, and the time they save is a CPU effect
+    (benchmarks/RESULTS.md, `beam_cache*`), hence opt-in."""
     n = num_return_sequences or num_beams
     if n > num_beams:
         raise ValueError(f"num_return_sequences ({n}) cannot exceed num_beams ({num_beams})")
     prompt_length = input_ids.shape[1]
+    processor = TrieLogitsProcessor(trie, num_beams=num_beams)
+    recorder = TrieScoreRecorder(processor)
     kwargs = {}
-    processor = None
-    if use_prefix_fn:
-        kwargs["prefix_allowed_tokens_fn"] = make_prefix_allowed_tokens_fn(trie, prompt_length)
-        # HF's own scores: one rows x vocab copy per step, kept to the end (fine for this reference path)
-        kwargs["output_scores"] = True
-    else:
-        processor = TrieLogitsProcessor(trie, num_beams=num_beams, record_scores=True)
-        kwargs["logits_processor"] = LogitsProcessorList([processor])
-    if synced_gpus is not None:
-        kwargs["synced_gpus"] = synced_gpus
     max_new_tokens = max_new_tokens or trie.max_length
     cache = _prefill_prompts(model, input_ids, attention_mask, num_beams)
     if cache is not None:
-        kwargs["cache"] = beam_search_cache(cache, max_new_tokens)
+        kwargs["cache"] = beam_search_cache(cache, max_new_tokens) if shared_prompt_cache else cache
     eos = trie.eos_token_id
     out = model.generate(
         input_ids=input_ids,
@@ -411,6 +383,7 @@ def generate_beams(
         min_new_tokens=0,
         eos_token_id=eos,
         pad_token_id=pad_token_id if pad_token_id is not None else eos,
+        logits_processor=LogitsProcessorList([processor, recorder]),
         return_dict_in_generate=True,
         # Keep user generation_config sampling knobs (top_k, temperature...) from touching the beam scores.
         temperature=None,
@@ -420,9 +393,7 @@ def generate_beams(
         **kwargs,
     )
     completion_ids = out.sequences[:, prompt_length:]
-    if processor is None:
-        return completion_ids, out.sequences_scores.float()
-    scores = processor.sequence_scores(completion_ids, n)
+    scores = recorder.sequence_scores(completion_ids, n)
     # When a prompt has fewer titles than beams, HF fills the surplus rows from placeholder beams, which may repeat
     # a real beam's tokens (HF scores them near -1e9); flag every repeat after its first, best-ranked occurrence.
     rows, width = completion_ids.shape
@@ -474,15 +445,14 @@ def collect_beams(
 
 
 def constrained_beam_search(
-    model,
-    tokenizer,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
     prompts: Sequence[str],
     trie: ItemTrie,
     num_beams: int,
     num_return_sequences: int | None = None,
     batch_size: int | None = None,
-    use_prefix_fn: bool = False,
-    synced_gpus: bool | None = None,
+    shared_prompt_cache: bool = False,
 ) -> list[RankedBeams]:
     """Beam search that can only produce catalog titles.
 
@@ -490,7 +460,8 @@ def constrained_beam_search(
     with its item id(s), completion token ids and score (the sum of the token log-probs under the full-vocabulary
     distribution, `length_penalty=0`). HF beam search is approximate: searching with `num_beams` larger than
     `num_return_sequences` finds higher-probability titles more reliably. A prompt for which fewer valid titles came
-    back has `complete == False`.
+    back has `complete == False`. `batch_size` prompts go into each `generate` call (all of them by default);
+    `shared_prompt_cache` is `generate_beams`'s.
 
     Example:
     ```python
@@ -511,7 +482,7 @@ def constrained_beam_search(
         step = batch_size or len(prompt_ids)
         for start in range(0, len(prompt_ids), step):
             chunk = prompt_ids[start : start + step]
-            input_ids, attention_mask = _left_pad(chunk, pad_id, device)
+            input_ids, attention_mask = left_pad(chunk, pad_id, device)
             completion_ids, scores = generate_beams(
                 model,
                 input_ids,
@@ -520,8 +491,7 @@ def constrained_beam_search(
                 num_beams=num_beams,
                 num_return_sequences=num_beams,
                 pad_token_id=pad_id,
-                use_prefix_fn=use_prefix_fn,
-                synced_gpus=synced_gpus,
+                shared_prompt_cache=shared_prompt_cache,
             )
             results.extend(collect_beams(trie, completion_ids, scores, len(chunk), keep))
     finally:

@@ -109,6 +109,7 @@ def evaluate_ranking(
     predictions_file: str | os.PathLike | None = None,
     accelerator=None,
     show_progress: bool = True,
+    shared_prompt_cache: bool = False,
 ) -> dict[str, float]:
     """Ranks the catalog for every prompt of `dataset` with trie-constrained beam search and scores the targets.
 
@@ -122,7 +123,7 @@ def evaluate_ranking(
     With an `accelerator` (`accelerate.Accelerator` or `PartialState`) running several processes, each process
     evaluates a strided shard, the ranks are gathered once, and every process returns the same metrics; only the main
     process writes `predictions_file`. Shards are padded so that all processes call `generate` equally often, which
-    DeepSpeed ZeRO-3 and FSDP require.
+    DeepSpeed ZeRO-3 and FSDP require. `shared_prompt_cache` is `generate_beams`'s (opt-in; a CPU-side speed-up).
 
     Example:
     ```python
@@ -175,7 +176,13 @@ def evaluate_ranking(
         for start in tqdm(batches, desc="Ranking eval", disable=not (show_progress and is_main), leave=False):
             chunk = work[start : start + batch_size]
             results = constrained_beam_search(
-                model, tokenizer, [prompts[i] for i in chunk], trie, num_beams=num_beams, num_return_sequences=num_beams
+                model,
+                tokenizer,
+                [prompts[i] for i in chunk],
+                trie,
+                num_beams=num_beams,
+                num_return_sequences=num_beams,
+                shared_prompt_cache=shared_prompt_cache,
             )
             for offset, (i, beams) in enumerate(zip(chunk, results)):
                 if start + offset >= len(own):

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from .constrained import INVALID_SCORE, Beam, TrieLogitsProcessor, _left_pad, collect_beams, generate_beams
+from .constrained import INVALID_SCORE, Beam, TrieLogitsProcessor, collect_beams, generate_beams, left_pad
 from .trie import ItemTrie
 
 
@@ -238,12 +238,11 @@ def draw_groups(
         raise ValueError(f"got {len(targets)} targets for {num_prompts} prompts")
     pad_id = pad_token_id if pad_token_id is not None else trie.eos_token_id
     device = next(model.parameters()).device
-    input_ids, attention_mask = _left_pad([list(p) for p in prompt_ids], pad_id, device)
+    input_ids, attention_mask = left_pad([list(p) for p in prompt_ids], pad_id, device)
     was_training = model.training
     model.eval()
     try:
         if strategy == "beam":
-            extra = {"shared_prompt_cache": True} if shared_prompt_cache else {}
             completion_ids, scores = generate_beams(
                 model,
                 input_ids,
@@ -251,7 +250,7 @@ def draw_groups(
                 trie,
                 num_beams=max(beam_width or group_size, group_size),
                 pad_token_id=pad_id,
-                **extra,
+                shared_prompt_cache=shared_prompt_cache,
             )
         else:
             draws = group_size if strategy == "sample" else math.ceil(dynamic_sampling_factor * group_size)

@@ -83,7 +83,6 @@ class ItemTrie:
         sequences: Sequence[Sequence[int]],
         *,
         catalog: ItemCatalog | None = None,
-        titles: Sequence[str] | None = None,
         eos_token_id: int | None = None,
         vocab_size: int | None = None,
         completion_template: str = DEFAULT_COMPLETION_TEMPLATE,
@@ -93,7 +92,8 @@ class ItemTrie:
         if not sequences:
             raise ValueError("cannot build a trie from an empty list of titles")
         self.catalog = catalog
-        self.titles = list(titles) if titles is not None else (catalog.titles if catalog is not None else None)
+        # without a catalog (token sequences only) titles are known by their index
+        self.titles = catalog.titles if catalog is not None else None
         self.eos_token_id = eos_token_id
         if item_format is None:
             item_format = ItemFormat("title", completion_template, prompt_suffix)
