@@ -2,6 +2,7 @@
 
 __version__ = "0.1.0"
 
+from .beam_scores import TrieScoreRecorder
 from .catalog import CatalogError, ItemCatalog
 from .config import ReReConfig
 from .constrained import (
@@ -43,6 +44,7 @@ __all__ = [
     "SIDTokenError",
     "TrieBoundaryError",
     "TrieLogitsProcessor",
+    "TrieScoreRecorder",
     "add_sid_tokens",
     "build_prompt",
     "build_sid_prompt",

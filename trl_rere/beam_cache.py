@@ -118,9 +118,18 @@ def beam_search_cache(cache, max_new_tokens: int):
 
     Example:
     ```python
-    >>> cache = model(input_ids=prompts[:, :-1], use_cache=True).cache
-    >>> cache.batch_repeat_interleave(num_beams)
-    >>> model.generate(prompts, num_beams=num_beams, cache=beam_search_cache(cache, 32), ...)
+    >>> import torch
+    >>> from trl_rere.beam_cache import SharedPromptLayer, beam_search_cache
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> tokenizer = train_tokenizer(["a prompt that all beams share"])
+    >>> model = tiny_causal_lm(tokenizer)
+    >>> prompt = torch.tensor([tokenizer("a prompt that all beams share")["input_ids"]])
+    >>> cache = model(input_ids=prompt[:, :-1], use_cache=True).past_key_values
+    >>> cache.batch_repeat_interleave(4)  # the prompt's states, once per beam
+    >>> shared = beam_search_cache(cache, max_new_tokens=8)
+    >>> all(isinstance(layer, SharedPromptLayer) for layer in shared.layers)
+    True
+    >>> out = model.generate(prompt, num_beams=4, max_new_tokens=8, past_key_values=shared, do_sample=False)
     ```
     """
     layers = getattr(cache, "layers", None)

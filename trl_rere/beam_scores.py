@@ -27,11 +27,22 @@ class TrieScoreRecorder(LogitsProcessor):
 
     Example:
     ```python
-    >>> processor = TrieLogitsProcessor(trie, num_beams=16)
+    >>> from trl_rere import ItemCatalog, ItemTrie
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
+    >>> tokenizer = train_tokenizer(list(catalog.titles))
+    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> from transformers import LogitsProcessorList
+    >>> from trl_rere import TrieLogitsProcessor
+    >>> from trl_rere.beam_scores import TrieScoreRecorder
+    >>> inputs = tokenizer(['"Red Ball"\\n### Response:\\n'], return_tensors="pt")
+    >>> processor = TrieLogitsProcessor(trie, num_beams=4)
     >>> recorder = TrieScoreRecorder(processor)
-    >>> out = model.generate(**inputs, num_beams=16, num_return_sequences=16, length_penalty=0.0,
-    ...                      logits_processor=LogitsProcessorList([processor, recorder]))
-    >>> scores = recorder.sequence_scores(out[:, inputs["input_ids"].shape[1] :], rows_per_prompt=16)
+    >>> out = model.generate(**inputs, num_beams=4, num_return_sequences=4, length_penalty=0.0, do_sample=False,
+    ...                      max_new_tokens=trie.max_length, logits_processor=LogitsProcessorList([processor, recorder]))
+    >>> scores = recorder.sequence_scores(out[:, inputs["input_ids"].shape[1] :], rows_per_prompt=4)
+    >>> bool((scores[:-1] >= scores[1:]).all()) and bool((scores < 0).all())  # summed log-probs, best first
+    True
     ```
     """
 

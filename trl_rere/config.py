@@ -182,8 +182,11 @@ class ReReConfig(GRPOConfig):
 
     def __post_init__(self):
         # Without CUDA, a multi-process launch must use gloo or accelerate and DeepSpeed disagree on the world size.
-        if self.ddp_backend is None and not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            self.ddp_backend = "gloo"
+        if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if self.ddp_backend is None:
+                self.ddp_backend = "gloo"
+            # without use_cpu the Trainer sees the process group but runs as one process: the ranks fall out of step
+            self.use_cpu = True
         if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU that only slows training down.
         if self.beta == 0.0:

@@ -61,9 +61,19 @@ class TrieLogitsProcessor(LogitsProcessor):
 
     Example:
     ```python
-    >>> processor = TrieLogitsProcessor(trie, num_beams=16)
-    >>> model.generate(**inputs, num_beams=16, num_return_sequences=16, length_penalty=0.0,
-    ...                logits_processor=LogitsProcessorList([processor]), max_new_tokens=trie.max_length)
+    >>> from trl_rere import ItemCatalog, ItemTrie
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
+    >>> tokenizer = train_tokenizer(list(catalog.titles))
+    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> from transformers import LogitsProcessorList
+    >>> from trl_rere import TrieLogitsProcessor
+    >>> inputs = tokenizer(['"Red Ball"\\n### Response:\\n'], return_tensors="pt")
+    >>> out = model.generate(**inputs, num_beams=4, num_return_sequences=4, length_penalty=0.0, do_sample=False,
+    ...                      logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, num_beams=4)]),
+    ...                      max_new_tokens=trie.max_length)
+    >>> [catalog.titles[trie.lookup(row)] in catalog for row in out[:, inputs["input_ids"].shape[1] :].tolist()]
+    [True, True, True, True]
     ```
     """
 
@@ -190,6 +200,22 @@ def make_prefix_allowed_tokens_fn(trie: ItemTrie, prompt_length: int):
     `prompt_length` is the (left-padded) prompt width passed to `generate`. Use with
     `model.generate(..., prefix_allowed_tokens_fn=fn)`; it gives the same beams as `TrieLogitsProcessor`, only slower
     (HF calls it once per row per step and builds a full mask).
+
+    Example:
+    ```python
+    >>> from trl_rere import ItemCatalog, ItemTrie
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
+    >>> tokenizer = train_tokenizer(list(catalog.titles))
+    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> from trl_rere import make_prefix_allowed_tokens_fn
+    >>> inputs = tokenizer(['"Red Ball"\\n### Response:\\n'], return_tensors="pt")
+    >>> fn = make_prefix_allowed_tokens_fn(trie, prompt_length=inputs["input_ids"].shape[1])
+    >>> out = model.generate(**inputs, num_beams=4, num_return_sequences=4, length_penalty=0.0, do_sample=False,
+    ...                      prefix_allowed_tokens_fn=fn, max_new_tokens=trie.max_length)
+    >>> all(trie.lookup(row) >= 0 for row in out[:, inputs["input_ids"].shape[1] :].tolist())
+    True
+    ```
     """
     eos = trie.eos_token_id if trie.eos_token_id is not None else 0
     cache: dict[tuple[int, ...], list[int]] = {}
@@ -465,8 +491,15 @@ def constrained_beam_search(
 
     Example:
     ```python
-    >>> results = constrained_beam_search(model, tokenizer, prompts, trie, num_beams=16)
-    >>> [beam.title for beam in results[0]]  # 16 distinct catalog titles, most likely first
+    >>> from trl_rere import ItemCatalog, ItemTrie
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
+    >>> tokenizer = train_tokenizer(list(catalog.titles))
+    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> from trl_rere import constrained_beam_search
+    >>> (beams,) = constrained_beam_search(model, tokenizer, ['"Red Ball"\\n### Response:\\n'], trie, num_beams=4)
+    >>> len(set(beams.titles)), all(t in catalog for t in beams.titles), [b.rank for b in beams]
+    (4, True, [0, 1, 2, 3])
     ```
     """
     keep = num_return_sequences or num_beams

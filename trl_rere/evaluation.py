@@ -127,9 +127,17 @@ def evaluate_ranking(
 
     Example:
     ```python
+    >>> from trl_rere import ItemTrie
+    >>> from trl_rere.data import synthetic_catalog_dataset
     >>> from trl_rere.evaluation import evaluate_ranking
-    >>> metrics = evaluate_ranking(model, tokenizer, test_dataset, trie, num_beams=50, predictions_file="preds.jsonl")
-    >>> metrics["NDCG@10"], metrics["num_examples"]
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog, test_dataset = synthetic_catalog_dataset(num_items=16, num_users=6)
+    >>> tokenizer = train_tokenizer(list(catalog.titles) + list(test_dataset["prompt"]))
+    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> metrics = evaluate_ranking(model, tokenizer, test_dataset, trie, num_beams=10, ks=(1, 10),
+    ...                            predictions_file="preds.jsonl", show_progress=False)
+    >>> sorted(metrics), metrics["num_examples"], 0 <= metrics["NDCG@10"] <= metrics["HR@10"] <= 1
+    (['HR@1', 'HR@10', 'NDCG@1', 'NDCG@10', 'num_examples'], 6, True)
     ```
     """
     from .constrained import constrained_beam_search  # the decoding stack is heavy; import when evaluating
@@ -245,11 +253,24 @@ class RankingEvalCallback(TrainerCallback):
 
     Example:
     ```python
+    >>> from trl_rere import ReReConfig, ReReTrainer
+    >>> from trl_rere.data import synthetic_catalog_dataset
     >>> from trl_rere.evaluation import RankingEvalCallback
-    >>> callback = RankingEvalCallback(eval_dataset, trie, tokenizer, num_beams=20, ks=(5, 10, 20), max_examples=512)
-    >>> trainer = ReReTrainer(..., args=ReReConfig(..., eval_strategy="steps", eval_steps=100), callbacks=[callback])
-    >>> callback.attach(trainer)
-    >>> trainer.train()
+    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    >>> catalog, dataset = synthetic_catalog_dataset(num_items=16, num_users=12)
+    >>> tokenizer = train_tokenizer(list(catalog.titles) + list(dataset["prompt"]))
+    >>> tiny_causal_lm(tokenizer).save_pretrained("tiny-model")
+    >>> args = ReReConfig(output_dir="rere-tiny", num_generations=4, per_device_train_batch_size=8, max_steps=2,
+    ...                   report_to=[], use_cpu=True, disable_tqdm=True)
+    >>> trainer = ReReTrainer(model="tiny-model", args=args, train_dataset=dataset.select(range(8)),
+    ...                       processing_class=tokenizer, catalog=catalog)
+    >>> callback = RankingEvalCallback(dataset.select(range(8, 12)), trainer.trie, tokenizer, num_beams=8,
+    ...                                ks=(1, 5), eval_steps=1).attach(trainer)
+    >>> trainer.train().global_step  # logs eval_HR@K / eval_NDCG@K after every step
+    {...}
+    2
+    >>> sorted(k for k in callback.last_metrics if k.startswith("eval_HR"))
+    ['eval_HR@1', 'eval_HR@5']
     ```
     """
 
