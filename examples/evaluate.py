@@ -20,7 +20,6 @@ from _common import check_model, load_data
 from trl_rere import ItemTrie
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking, format_metrics_table
 from trl_rere.item_format import DEFAULT_PROMPT_SUFFIX, ITEM_FORMATS
-from trl_rere.semantic_ids import check_sid_tokens
 
 
 @dataclass
@@ -55,8 +54,6 @@ def main(args: EvaluateArguments) -> dict:
     tokenizer = AutoTokenizer.from_pretrained(args.model_name_or_path, padding_side="left")
     dtype = args.dtype if args.dtype == "auto" else getattr(torch, args.dtype)
     model = AutoModelForCausalLM.from_pretrained(args.model_name_or_path, dtype=dtype).to(state.device)
-    if args.item_format == "sid":
-        check_sid_tokens(tokenizer, catalog, args.prompt_suffix)  # a model trained on SIDs has their code tokens
     trie = ItemTrie.from_catalog(
         catalog, tokenizer, args.completion_template, args.prompt_suffix, item_format=args.item_format
     )

@@ -27,11 +27,8 @@ class TrieScoreRecorder(LogitsProcessor):
 
     Example:
     ```python
-    >>> from trl_rere import ItemCatalog, ItemTrie
-    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
-    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
-    >>> tokenizer = train_tokenizer(list(catalog.titles))
-    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> from trl_rere.testing import tiny_recommender
+    >>> catalog, tokenizer, model, trie = tiny_recommender()  # 5 titles, a random tiny Qwen2, the title trie
     >>> from transformers import LogitsProcessorList
     >>> from trl_rere import TrieLogitsProcessor
     >>> from trl_rere.beam_scores import TrieScoreRecorder

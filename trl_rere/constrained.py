@@ -61,19 +61,15 @@ class TrieLogitsProcessor(LogitsProcessor):
 
     Example:
     ```python
-    >>> from trl_rere import ItemCatalog, ItemTrie
-    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
-    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
-    >>> tokenizer = train_tokenizer(list(catalog.titles))
-    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
-    >>> from transformers import LogitsProcessorList
+    >>> from trl_rere.testing import tiny_recommender
+    >>> catalog, tokenizer, model, trie = tiny_recommender()  # 5 titles, a random tiny Qwen2, the title trie
+    >>> import torch
     >>> from trl_rere import TrieLogitsProcessor
-    >>> inputs = tokenizer(['"Red Ball"\\n### Response:\\n'], return_tensors="pt")
-    >>> out = model.generate(**inputs, num_beams=4, num_return_sequences=4, length_penalty=0.0, do_sample=False,
-    ...                      logits_processor=LogitsProcessorList([TrieLogitsProcessor(trie, num_beams=4)]),
-    ...                      max_new_tokens=trie.max_length)
-    >>> [catalog.titles[trie.lookup(row)] in catalog for row in out[:, inputs["input_ids"].shape[1] :].tolist()]
-    [True, True, True, True]
+    >>> prompt = torch.tensor([tokenizer('"Red Ball"\\n### Response:\\n')["input_ids"]])
+    >>> masked = TrieLogitsProcessor(trie)(prompt, torch.zeros(1, len(tokenizer)))  # the first step after a prompt
+    >>> allowed = torch.isfinite(masked[0]).nonzero().flatten().tolist()
+    >>> allowed == sorted(trie.children(0).tolist())  # the first tokens of the catalog's completions, nothing else
+    True
     ```
     """
 
@@ -203,11 +199,8 @@ def make_prefix_allowed_tokens_fn(trie: ItemTrie, prompt_length: int):
 
     Example:
     ```python
-    >>> from trl_rere import ItemCatalog, ItemTrie
-    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
-    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
-    >>> tokenizer = train_tokenizer(list(catalog.titles))
-    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> from trl_rere.testing import tiny_recommender
+    >>> catalog, tokenizer, model, trie = tiny_recommender()  # 5 titles, a random tiny Qwen2, the title trie
     >>> from trl_rere import make_prefix_allowed_tokens_fn
     >>> inputs = tokenizer(['"Red Ball"\\n### Response:\\n'], return_tensors="pt")
     >>> fn = make_prefix_allowed_tokens_fn(trie, prompt_length=inputs["input_ids"].shape[1])
@@ -491,11 +484,8 @@ def constrained_beam_search(
 
     Example:
     ```python
-    >>> from trl_rere import ItemCatalog, ItemTrie
-    >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
-    >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"])
-    >>> tokenizer = train_tokenizer(list(catalog.titles))
-    >>> model, trie = tiny_causal_lm(tokenizer), ItemTrie.from_catalog(catalog, tokenizer)
+    >>> from trl_rere.testing import tiny_recommender
+    >>> catalog, tokenizer, model, trie = tiny_recommender()  # 5 titles, a random tiny Qwen2, the title trie
     >>> from trl_rere import constrained_beam_search
     >>> (beams,) = constrained_beam_search(model, tokenizer, ['"Red Ball"\\n### Response:\\n'], trie, num_beams=4)
     >>> len(set(beams.titles)), all(t in catalog for t in beams.titles), [b.rank for b in beams]

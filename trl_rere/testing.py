@@ -359,3 +359,27 @@ def write_minionerec_folder(
                 writer.writerow([row["user_id"], repr([title[i] for i in ids]), title[row["target_item_id"]],
                                  repr(ids), row["target_item_id"], repr(row["history_titles"]), row["target"]])
     return root
+
+
+def tiny_recommender(
+    titles=("Red Ball", "Blue Car", "Green Kite", "Pink Doll", "Red Car"), item_format: str = "title", seed: int = 0
+):
+    """`(catalog, tokenizer, model, trie)` for a handful of items: a BPE tokenizer trained on them, a random tiny
+    Qwen2 and the catalog's trie, for examples and quick experiments with the decoding API.
+
+    Example:
+    ```python
+    >>> from trl_rere.testing import tiny_recommender
+    >>> catalog, tokenizer, model, trie = tiny_recommender()
+    >>> len(catalog), len(trie), trie.eos_token_id == tokenizer.eos_token_id
+    (5, 5, True)
+    ```
+    """
+    from .catalog import ItemCatalog
+    from .trie import ItemTrie
+
+    catalog = ItemCatalog.from_titles(list(titles))
+    tokenizer = train_tokenizer(list(catalog.titles))
+    return catalog, tokenizer, tiny_causal_lm(tokenizer, seed=seed), ItemTrie.from_catalog(
+        catalog, tokenizer, item_format=item_format
+    )

@@ -22,7 +22,6 @@ from .constrained import tokenize_prompts
 from .evaluation import ranking_metrics
 from .rewards import resolve_reward_funcs
 from .sampling import draw_groups
-from .semantic_ids import check_sid_tokens
 from .trie import ItemTrie
 
 
@@ -156,9 +155,6 @@ class ReReTrainer(GRPOTrainer):
                 peft_config=peft_config,
                 rollout_func=self.rollout,
             )
-        if args.item_format == "sid":
-            # a code split into several tokens would put beams off the catalog; say so before building the trie
-            check_sid_tokens(self.tokenizer, self.catalog, args.prompt_suffix)
         self.trie = ItemTrie.from_catalog(
             self.catalog, self.tokenizer, args.completion_template, args.prompt_suffix, item_format=args.item_format
         )

@@ -194,6 +194,11 @@ class ItemTrie:
         The completion and the ending come from `item_format` (`"title"`, `"sid"` or an `ItemFormat`);
         `completion_template` / `prompt_suffix` override them."""
         item_format = get_item_format(item_format, completion_template, prompt_suffix)
+        if item_format.name == "sid":
+            from .semantic_ids import check_sid_tokens  # the SID layer builds on this module
+
+            # a code split into several tokens would branch the trie mid-code; say so, naming the code
+            check_sid_tokens(tokenizer, catalog, item_format.prompt_suffix)
         eos = tokenizer.eos_token_id
         if add_eos and eos is None:
             raise ValueError("the tokenizer has no eos_token_id; set one or pass add_eos=False")
