@@ -248,7 +248,7 @@ def main() -> None:
 
     rere = ReReTrainer(
         model=str(model_dir),
-        args=ReReConfig(output_dir=str(work / "rere"), sampling_strategy="beam", warmup_ratio=0.0, **common),
+        args=ReReConfig(output_dir=str(work / "rere"), sampling_strategy="beam", **common),
         train_dataset=dataset,
         catalog=catalog,
         reward_funcs=[rule_reward],
