@@ -78,7 +78,6 @@ from trl_rere.data import (  # noqa: E402
     build_prompt,
     instruction_index,
     load_amazon,
-    sft_dataset,
 )
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
@@ -174,6 +173,38 @@ def parse_args(argv=None):
         a.no_results = True
         a.cpu_shims = "off"
     return a
+
+
+def cached_sft(work: Path, sft_cfg: dict, fresh: bool) -> tuple[Path, dict | None]:
+    """`(folder, info)` of the SFT checkpoint trained with `sft_cfg`; `info` is None when it has to be trained."""
+    sft_dir = work / f"sft-{_key(sft_cfg)}"
+    info_path = sft_dir / "sft_info.json"
+    if info_path.exists() and not fresh:
+        info = json.loads(info_path.read_text())
+        log(f"SFT: reusing {sft_dir.name} (trained in {info['train_s']:.0f}s)")
+        return sft_dir, info
+    return sft_dir, None
+
+
+def new_sft_model(tok, a):
+    """The randomly initialised model SFT starts from, sized by the command line."""
+    return tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=a.sft_seed,
+                          intermediate_size=a.intermediate, attn_implementation="sdpa").to(a.device)
+
+
+def save_sft(model, tok, sft_dir: Path, info: dict) -> None:
+    """Saves the SFT checkpoint and its info, which `cached_sft` finds again."""
+    model.config.use_cache = True
+    model.to("cpu").save_pretrained(str(sft_dir))
+    tok.save_pretrained(sft_dir)
+    (sft_dir / "sft_info.json").write_text(json.dumps(info))
+
+
+def rl_curve(trainer) -> dict[str, list[float]]:
+    """The per-step group statistics the trainer logged: reward, target in group, NDCG@10, distinct items, KL."""
+    hist = [h for h in trainer.state.log_history if "reward" in h]
+    keys = ("reward", "rere/target_in_group", "rere/NDCG@10", "rere/distinct_items_per_group", "kl")
+    return {k: [round(h.get(k, float("nan")), 4) for h in hist] for k in keys}
 
 
 def install_cpu_shims(a) -> None:
@@ -466,14 +497,9 @@ def main(argv=None):
     # -- SFT ---------------------------------------------------------------------------------------------------
     sft_cfg = {**tok_cfg, "loop": "lean", "hidden": a.hidden, "layers": a.layers, "heads": a.heads, "inter": a.intermediate,
                "epochs": a.sft_epochs, "lr": a.sft_lr, "bs": a.sft_batch, "seed": a.sft_seed}
-    sft_dir = work / f"sft-{_key(sft_cfg)}"
-    sft_info_path = sft_dir / "sft_info.json"
-    if sft_info_path.exists() and not a.fresh:
-        sft_info = json.loads(sft_info_path.read_text())
-        log(f"SFT: reusing {sft_dir.name} (trained in {sft_info['train_s']:.0f}s)")
-    else:
-        model = tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=a.sft_seed,
-                               intermediate_size=a.intermediate, attn_implementation="sdpa").to(a.device)
+    sft_dir, sft_info = cached_sft(work, sft_cfg, a.fresh)
+    if sft_info is None:
+        model = new_sft_model(tok, a)
         n_params = sum(p.numel() for p in model.parameters())
         log(f"SFT: model {n_params / 1e6:.2f}M parameters (hidden {a.hidden}, {a.layers} layers, {a.heads} heads)")
         t0 = time.time()
@@ -482,12 +508,9 @@ def main(argv=None):
                                                 lr=a.sft_lr, batch_size=a.sft_batch, seed=a.sft_seed, heldout=heldout)
         train_s = time.time() - t0
         log(f"SFT: {steps} steps in {train_s:.0f}s; loss curve {losses}; held-out {heldout_curve}")
-        model.config.use_cache = True
-        model.to("cpu").save_pretrained(str(sft_dir))
-        tok.save_pretrained(sft_dir)
         sft_info = {"hardware": hardware(a.device), "train_s": train_s, "steps": steps, "losses": losses,
                     "params": n_params, "n_train": len(train), "heldout_losses": heldout_curve}
-        sft_info_path.write_text(json.dumps(sft_info))
+        save_sft(model, tok, sft_dir, sft_info)
         del model
 
     # -- rows --------------------------------------------------------------------------------------------------
@@ -541,9 +564,8 @@ def main(argv=None):
                 t0 = time.time()
                 trainer.train()
                 train_s = time.time() - t0
-                hist = [h for h in trainer.state.log_history if "reward" in h]
-                curve = {k: [round(h.get(k, float("nan")), 4) for h in hist]
-                         for k in ("reward", "rere/target_in_group", "rere/NDCG@10", "rere/distinct_items_per_group", "kl")}
+                curve = rl_curve(trainer)
+                hist = curve["reward"]
                 log(f"  RL {name}: {trainer.state.global_step} steps in {train_s:.0f}s; target_in_group "
                     f"{statistics.fmean(curve['rere/target_in_group'][: max(1, len(hist) // 4)]):.3f} (first quarter) -> "
                     f"{statistics.fmean(curve['rere/target_in_group'][-max(1, len(hist) // 4):]):.3f} (last quarter)")

@@ -77,7 +77,7 @@ from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.evaluation import DEFAULT_KS  # noqa: E402
 from trl_rere.item_format import get_item_format  # noqa: E402
 from trl_rere.semantic_ids import SID_PROMPT_TEMPLATE, add_sid_tokens, sid_prefix_pairs  # noqa: E402
-from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
+from trl_rere.testing import train_tokenizer  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
 
 
@@ -227,9 +227,7 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps):
                           processing_class=tok, catalog=catalog)
     trainer.train()
     train_s = time.time() - t0
-    hist = [h for h in trainer.state.log_history if "reward" in h]
-    curve = {k: [round(h.get(k, float("nan")), 4) for h in hist]
-             for k in ("reward", "rere/target_in_group", "rere/NDCG@10", "rere/distinct_items_per_group", "kl")}
+    curve = ri.rl_curve(trainer)
     log(f"  RL {name} lr {lr:g} seed {seed}: {trainer.state.global_step} steps in {train_s:.0f}s "
         f"({train_s / max(1, trainer.state.global_step):.2f} s/step)")
     return trainer.model, {"train_s": train_s, "curve": curve, "steps": trainer.state.global_step}
@@ -406,16 +404,11 @@ def main(argv=None):
     sft_cfg = {"tok": tok_name, "hidden": a.hidden, "layers": a.layers, "heads": a.heads, "inter": a.intermediate,
                "epochs": a.sft_epochs, "lr": a.sft_lr, "bs": a.sft_batch, "seed": a.sft_seed, "n": len(train),
                "dev": a.dev_users, "pool": a.rl_pool, "frac": a.heldout_frac, "hist": a.max_history}
-    sft_dir = work / f"sft-{_key(sft_cfg)}"
-    info_path = sft_dir / "sft_info.json"
-    if info_path.exists() and not a.fresh:
-        sft_info = json.loads(info_path.read_text())
-        log(f"SFT: reusing {sft_dir.name}")
-    elif a.report_only:
+    sft_dir, sft_info = ri.cached_sft(work, sft_cfg, a.fresh)
+    if sft_info is None and a.report_only:
         sys.exit(f"no SFT checkpoint for this configuration in {work}")
-    else:
-        model = tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=a.sft_seed,
-                               intermediate_size=a.intermediate, attn_implementation="sdpa").to(a.device)
+    elif sft_info is None:
+        model = ri.new_sft_model(tok, a)
         t0 = time.time()
         steps_kept, losses, heldout = lean_sft(model, tok, encode_sid_examples(tok, train), epochs=a.sft_epochs,
                                                lr=a.sft_lr, batch_size=a.sft_batch, seed=a.sft_seed,
@@ -424,12 +417,9 @@ def main(argv=None):
         n_batches = math.ceil(len(train) / a.sft_batch)
         log(f"SFT: {max(1, int(n_batches * a.sft_epochs))} steps in {sft_s:.0f}s "
             f"({sft_s / max(1, int(n_batches * a.sft_epochs)):.3f} s/step); kept step {steps_kept}")
-        model.config.use_cache = True
-        model.to("cpu").save_pretrained(str(sft_dir))
-        tok.save_pretrained(sft_dir)
         sft_info = {"train_s": sft_s, "steps": steps_kept, "losses": losses, "heldout": heldout,
                     "params": sum(p.numel() for p in model.parameters())}
-        info_path.write_text(json.dumps(sft_info))
+        ri.save_sft(model, tok, sft_dir, sft_info)
         del model
 
     suffix = "" if a.device == "cpu" else f"-{a.device.split(':')[0]}"

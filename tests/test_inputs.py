@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from tokenizers.processors import TemplateProcessing
 
+from rere_test_utils import DATA_DIR, QWEN2_TOKENIZER_DIR
+
 from trl_rere.catalog import ItemCatalog
 from trl_rere.data import (
     DEFAULT_INSTRUCTIONS,
@@ -26,9 +28,8 @@ from trl_rere.data import (
 from trl_rere.testing import train_tokenizer
 
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
-QWEN2 = REPO.parent / "shared" / "tokenizers" / "qwen2"
+SHARED_DATA = DATA_DIR
+QWEN2 = QWEN2_TOKENIZER_DIR
 INDUSTRIAL = "Industrial_and_Scientific"
 INDUSTRIAL_FILE = "Industrial_and_Scientific_5_1996-10-2018-11"
 INDUSTRIAL_NOUN = "industrial and scientific items"
