@@ -679,6 +679,45 @@ def _synthetic_titles(num_items: int, num_chains: int, rng: random.Random) -> li
     return chains
 
 
+def check_synthetic_sizes(num_items: int, num_users: int, history_len: tuple[int, int], chain_length: int) -> None:
+    """Rejects sizes that no synthetic catalog of series can have."""
+    if num_items < 2:
+        raise ValueError(f"num_items must be at least 2, got {num_items}")
+    if num_users < 1:
+        raise ValueError(f"num_users must be at least 1, got {num_users}")
+    lo, hi = history_len
+    if not 1 <= lo <= hi:
+        raise ValueError(f"history_len must be (min, max) with 1 <= min <= max, got {history_len}")
+    if chain_length < 2:
+        raise ValueError(f"chain_length must be at least 2, got {chain_length}")
+
+
+def synthetic_users(
+    chains: list[list[str]],
+    item_ids: dict[str, int],
+    num_users: int,
+    history_len: tuple[int, int],
+    rng: random.Random,
+    render: Callable[[int, list[str]], str],
+) -> dict[str, list]:
+    """Users with a learnable rule: each history is a run of consecutive items of one series and the target is the
+    series' next item (cyclically). `render(user, history)` writes the prompt. Columns as `_FEATURES`."""
+    records: dict[str, list] = {k: [] for k in _FEATURES}
+    for u in range(num_users):
+        chain = chains[rng.randrange(len(chains))]
+        start = rng.randrange(len(chain))
+        h = rng.randint(*history_len)
+        history = [chain[(start + j) % len(chain)] for j in range(h)]
+        target = chain[(start + h) % len(chain)]
+        records["prompt"].append(render(u, history))
+        records["target"].append(target)
+        records["target_item_id"].append(item_ids[target])
+        records["history_titles"].append(history)
+        records["history_item_ids"].append([item_ids[t] for t in history])
+        records["user_id"].append(f"user_{u:05d}")
+    return records
+
+
 def synthetic_catalog_dataset(
     num_items: int = 64,
     num_users: int = 256,
@@ -710,15 +749,7 @@ def synthetic_catalog_dataset(
     True
     ```
     """
-    if num_items < 2:
-        raise ValueError(f"num_items must be at least 2, got {num_items}")
-    if num_users < 1:
-        raise ValueError(f"num_users must be at least 1, got {num_users}")
-    lo, hi = history_len
-    if not 1 <= lo <= hi:
-        raise ValueError(f"history_len must be (min, max) with 1 <= min <= max, got {history_len}")
-    if chain_length < 2:
-        raise ValueError(f"chain_length must be at least 2, got {chain_length}")
+    check_synthetic_sizes(num_items, num_users, history_len, chain_length)
     _check_length_limit(tokenizer, max_prompt_length)
     rng = random.Random(seed)
     num_chains = max(1, num_items // chain_length)
@@ -731,21 +762,12 @@ def synthetic_catalog_dataset(
     for pos, title in zip(order, titles):
         item_ids[title] = pos
     catalog = ItemCatalog.from_titles(sorted(titles, key=item_ids.get))
-    records: dict[str, list] = {k: [] for k in _FEATURES}
-    chosen = []
-    for u in range(num_users):
-        chain = chains[rng.randrange(len(chains))]
-        start = rng.randrange(len(chain))
-        h = rng.randint(lo, hi)
-        history = [chain[(start + j) % len(chain)] for j in range(h)]
-        target = chain[(start + h) % len(chain)]
-        chosen.append(instructions[instruction_index(seed, u, len(instructions))])
-        records["prompt"].append(build_prompt(history, category, chosen[-1], template, max_history=hi))
-        records["target"].append(target)
-        records["target_item_id"].append(item_ids[target])
-        records["history_titles"].append(history)
-        records["history_item_ids"].append([item_ids[t] for t in history])
-        records["user_id"].append(f"user_{u:05d}")
+    hi = history_len[1]
+    chosen = [instructions[instruction_index(seed, u, len(instructions))] for u in range(num_users)]
+    records = synthetic_users(
+        chains, item_ids, num_users, history_len, rng,
+        lambda u, history: build_prompt(history, category, chosen[u], template, max_history=hi),
+    )
     if max_prompt_length is not None:
         rebuild = lambda u, titles: build_prompt(titles, category, chosen[u], template, hi)  # noqa: E731
         failures = _fit_prompt_length(records, rebuild, tokenizer, max_prompt_length)

@@ -43,8 +43,10 @@ from .data import (
     DataError,
     _parse_int,
     find_category_files,
+    check_synthetic_sizes,
     finish_split,
     parse_history,
+    synthetic_users,
     read_csv_rows,
 )
 from .item_format import DEFAULT_PROMPT_SUFFIX, get_item_format
@@ -507,13 +509,7 @@ def synthetic_sid_dataset(
     (16, 2)
     ```
     """
-    if num_items < 2 or num_users < 1:
-        raise ValueError(f"need num_items >= 2 and num_users >= 1, got {num_items} and {num_users}")
-    lo, hi = history_len
-    if not 1 <= lo <= hi:
-        raise ValueError(f"history_len must be (min, max) with 1 <= min <= max, got {history_len}")
-    if chain_length < 2:
-        raise ValueError(f"chain_length must be at least 2, got {chain_length}")
+    check_synthetic_sizes(num_items, num_users, history_len, chain_length)
     num_chains = max(1, num_items // chain_length)
     sizes = [num_items // num_chains + (c < num_items % num_chains) for c in range(num_chains)]
     if num_chains > codebook_size or max(sizes) > codebook_size:
@@ -529,16 +525,7 @@ def synthetic_sid_dataset(
     rng.shuffle(order)  # ids carry no hint of the series
     item_ids = dict(zip(sids, order))
     catalog = ItemCatalog.from_titles(sorted(sids, key=item_ids.get), sorted(order))
-    records: dict[str, list] = {k: [] for k in _FEATURES}
-    for u in range(num_users):
-        chain = chains[rng.randrange(len(chains))]
-        start, h = rng.randrange(len(chain)), rng.randint(lo, hi)
-        history = [chain[(start + j) % len(chain)] for j in range(h)]
-        target = chain[(start + h) % len(chain)]
-        records["prompt"].append(build_sid_prompt(history, max_history=hi))
-        records["target"].append(target)
-        records["target_item_id"].append(item_ids[target])
-        records["history_titles"].append(history)
-        records["history_item_ids"].append([item_ids[s] for s in history])
-        records["user_id"].append(f"user_{u:05d}")
+    hi = history_len[1]
+    records = synthetic_users(chains, item_ids, num_users, history_len, rng,
+                              lambda u, history: build_sid_prompt(history, max_history=hi))
     return catalog, Dataset.from_dict(records, features=_FEATURES)
