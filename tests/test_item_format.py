@@ -65,8 +65,13 @@ def test_rewards_parse_completions_with_the_format():
 
 
 def test_the_trie_writes_items_with_its_format():
+    from trl_rere import SIDTokenError, add_sid_tokens
+
     catalog = ItemCatalog.from_titles(["<a_1><b_2><c_3>", "<a_1><b_5><c_6>"])
     tokenizer = train_tokenizer(list(catalog.titles) + ["### Response:\n"], kind="bpe", vocab_size=300)
+    with pytest.raises(SIDTokenError, match="<a_1>"):  # a code split into pieces would branch the trie mid-code
+        ItemTrie.from_catalog(catalog, tokenizer, item_format="sid")
+    add_sid_tokens(tokenizer, catalog)
     trie = ItemTrie.from_catalog(catalog, tokenizer, item_format="sid")
     assert trie.item_format == get_item_format("sid") and trie.completion_template == "{title}\n"
     expected = tokenizer("### Response:\n<a_1><b_2><c_3>\n", add_special_tokens=False)["input_ids"]

@@ -38,6 +38,8 @@ def test_toys_smoke_under_shipped_accelerate_config(request, tmp_path, run_launc
         "--num_processes", "2", "--mixed_precision", "no", "--main_process_port", "0",
         str(REPO / "examples" / "toys.py"), "--smoke", *data, "--output_dir", str(out),
         "--max_eval_samples", str(EVAL_USERS), "--smoke_sft_steps", "10",
+        # the target in every group, so that every step has a gradient to check across the processes
+        "--add_gt", "true",
     ]  # fmt: skip
     rc, seconds = run_command(cmd, log, LAUNCH_TIMEOUT_S)
     print(f"\n[toys.py {config}] rc={rc} {seconds:.1f} s", flush=True)
