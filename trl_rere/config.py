@@ -10,9 +10,7 @@ from trl import GRPOConfig
 
 from .item_format import DEFAULT_PROMPT_SUFFIX, ITEM_FORMATS, get_item_format
 from .rewards import check_reward_names
-
-
-SAMPLING_STRATEGIES = ("beam", "sample", "dynamic")
+from .sampling import SAMPLING_STRATEGIES
 
 
 @dataclass

@@ -226,10 +226,16 @@ class ReReTrainer(GRPOTrainer):
         error names the prompt's row (`rows[i]`, its `user_id` when it has one).
         """
         rows = rows if rows is not None else [{"prompt": p} for p in prompts]
-        ids = tokenize_prompts(self.tokenizer, prompts, self.trie, check=False)
         new = [i for i, p in enumerate(prompts) if p not in self._checked_prompts]
+        seen = [i for i, p in enumerate(prompts) if p in self._checked_prompts]
+        # one tokenization per prompt: the checked call for new prompts, the plain one for those checked before
+        ids: list[list[int]] = [[] for _ in prompts]
+        for group, check in ((new, True), (seen, False)):
+            if group:
+                for i, row_ids in zip(group, tokenize_prompts(self.tokenizer, [prompts[i] for i in group], self.trie,
+                                                              check=check)):
+                    ids[i] = row_ids
         if new:
-            tokenize_prompts(self.tokenizer, [prompts[i] for i in new], self.trie)
             context = getattr(self.model.config, "max_position_embeddings", None)
             for i in new:
                 n = len(ids[i])
