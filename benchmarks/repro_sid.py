@@ -127,6 +127,9 @@ def parse_args(argv=None):
     p.add_argument("--eval_seed", type=int, default=1234)
     p.add_argument("--eval_beams", type=int, default=50)
     p.add_argument("--eval_batch", type=int, default=10)
+    p.add_argument("--shared_prompt", choices=("on", "off"), default="on",
+                   help="ReReConfig.shared_prompt_logprobs and shared_prompt_cache: each group's prompt computed once "
+                   "when scoring, and the CPU beam cache (same values up to float rounding)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quick", action="store_true", help="tiny sanity run; RESULTS.md untouched")
@@ -222,6 +225,7 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps):
         sampling_strategy=strategy, rewards=rewards, gradient_checkpointing=False, bf16=False, report_to=[],
         save_strategy="no", logging_steps=1, use_cpu=a.device == "cpu", seed=seed, data_seed=seed,
         disable_tqdm=True, ranking_metrics_ks=[1, 5, 10], dataloader_num_workers=0,
+        shared_prompt_logprobs=a.shared_prompt == "on", shared_prompt_cache=a.shared_prompt == "on",
     )
     trainer = ReReTrainer(model=str(sft_dir), args=args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
                           processing_class=tok, catalog=catalog)
@@ -354,6 +358,7 @@ def render(results, chosen, dev_scores, a, info) -> str:
         f"unless --rl_steps), beta {a.beta:g} (plain k3 KL), warmup_ratio {a.warmup_ratio:g}, lr per row from the grid "
         f"{a.lr_grid} by dev NDCG@10 (seed {a.tune_seed}); RL seeds as listed; cells are means over seeds (± half the "
         f"range); SEs are over users (paired for differences).\n"
+        f"- Scoring: shared prompt {a.shared_prompt} (`shared_prompt_logprobs`, `shared_prompt_cache`).\n"
         f"- Hardware: {hardware(a.device)}."
     )
     return "\n".join(["### Table (Industrial test users, semantic IDs)", "", PUBLISHED, "", *lines, "",

@@ -368,3 +368,36 @@ def test_prompt_without_the_trie_suffix_is_refused(tmp_path):
                           processing_class=tokenizer)
     with pytest.raises(ValueError, match="prompt_suffix"):
         trainer.train()
+
+
+# -- scoring each group's prompt once ------------------------------------------------------------------------------
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_shared_prompt_logprobs_trains_to_the_same_weights(tiny, tmp_path, monkeypatch, lora):
+    """Two steps with `shared_prompt_logprobs` land on TRL's weights (policy loss, old and reference log-probs all go
+    through it), and the shared path is what ran."""
+    import trl_rere.trainer as trainer_module
+    from peft import LoraConfig
+
+    path, tokenizer = tiny
+    calls = []
+    real = trainer_module.group_log_probs
+    monkeypatch.setattr(trainer_module, "group_log_probs", lambda *a, **k: calls.append(1) or real(*a, **k))
+    finals = {}
+    for shared in (False, True):
+        args = make_args(tmp_path / str(shared), add_gt=True, shared_prompt_logprobs=shared)
+        trainer = ReReTrainer(model=path, args=args, train_dataset=Dataset.from_list(ROWS), catalog=TITLES,
+                              processing_class=tokenizer, reward_funcs=["rule", "ranking", make_recorder()[0]],
+                              peft_config=LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                                     task_type="CAUSAL_LM") if lora else None)
+        before = params(trainer.model)
+        trainer.train()
+        finals[shared] = params(trainer.model)
+        assert (len(calls) > 0) == shared
+    assert any(not torch.equal(before[k], finals[True][k]) for k in before)
+    for k in before:
+        torch.testing.assert_close(finals[True][k], finals[False][k], atol=1e-5, rtol=1e-4, msg=k)
+
+
+def test_shared_prompt_logprobs_needs_gradient_checkpointing_off(tmp_path):
+    with pytest.raises(ValueError, match="gradient_checkpointing=False"):
+        ReReConfig(output_dir=str(tmp_path), shared_prompt_logprobs=True, gradient_checkpointing=True)

@@ -40,6 +40,11 @@ class ReReConfig(GRPOConfig):
         shared_prompt_cache (`bool`, *optional*, defaults to `False`):
             Use the beam-search KV cache that reorders only the generated positions (`trl_rere.beam_cache`): faster on
             CPUs, about even on GPUs, and it holds two copies of the cache during the search.
+        shared_prompt_logprobs (`bool`, *optional*, defaults to `False`):
+            Score each group's completions on one forward pass of their shared prompt (`trl_rere.group_logprobs`),
+            for the policy and the reference model, instead of one pass over prompt + completion per completion: the
+            same log-probs up to float rounding, far less compute when prompts are long. Needs
+            `gradient_checkpointing=False` (checkpointing drops the KV cache in training).
 
         > Parameters that control how items are written
 
@@ -143,6 +148,11 @@ class ReReConfig(GRPOConfig):
         metadata={"help": "Beam-search KV cache that reorders only generated positions: faster on CPU, about even on "
                   "GPU, twice the cache memory during the search."},
     )
+    shared_prompt_logprobs: bool = field(
+        default=False,
+        metadata={"help": "Score a group's completions on one forward pass of their shared prompt (policy and "
+                  "reference): same log-probs, less compute; needs gradient_checkpointing=False."},
+    )
     item_format: str = field(
         default="title",
         metadata={"help": "How an item is written as a completion: 'title' ('\"{title}\"\\n') or 'sid' "
@@ -189,6 +199,9 @@ class ReReConfig(GRPOConfig):
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU that only slows training down.
         if self.beta == 0.0:
             self.sync_ref_model = False  # no reference model exists to sync (TRL would raise)
+        if self.shared_prompt_logprobs and self.gradient_checkpointing:
+            raise ValueError("shared_prompt_logprobs=True needs gradient_checkpointing=False: gradient checkpointing "
+                             "drops the KV cache the shared prompt pass hands to the completions")
         if isinstance(self.rewards, str):
             self.rewards = [self.rewards]
         super().__post_init__()

@@ -20,6 +20,7 @@ from .catalog import ItemCatalog
 from .config import ReReConfig
 from .constrained import tokenize_prompts
 from .evaluation import ranking_metrics
+from .group_logprobs import group_log_probs
 from .rewards import resolve_reward_funcs
 from .sampling import draw_groups
 from .trie import ItemTrie
@@ -206,6 +207,28 @@ class ReReTrainer(GRPOTrainer):
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         self._rows = inputs
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    # -- scoring: each group's prompt once ------------------------------------------------------------------------
+    # The one private GRPOTrainer method ReRe overrides: TRL scores every completion over prompt + completion, and a
+    # ReRe prompt (a history of items) is most of each sequence and the same for all G members of a group.
+    def _get_per_token_logps_and_entropies(self, model, input_ids, attention_mask, logits_to_keep, batch_size=None,
+                                           compute_entropy=False, compute_aux_loss=False, **multimodal):
+        if (not self.args.shared_prompt_logprobs or compute_aux_loss
+                or any(v is not None for v in multimodal.values())
+                or input_ids.size(1) - logits_to_keep < 2):
+            return super()._get_per_token_logps_and_entropies(
+                model, input_ids, attention_mask, logits_to_keep, batch_size=batch_size,
+                compute_entropy=compute_entropy, compute_aux_loss=compute_aux_loss, **multimodal)
+        batch_size = batch_size or input_ids.size(0)
+        logps, entropies = [], []
+        for start in range(0, input_ids.size(0), batch_size):  # TRL's chunks, to keep its memory peak
+            chunk = slice(start, start + batch_size)
+            with self.accelerator.autocast():
+                lp, ent = group_log_probs(model, input_ids[chunk], attention_mask[chunk], logits_to_keep,
+                                          compute_entropy=compute_entropy)
+            logps.append(lp)
+            entropies.append(ent)
+        return torch.cat(logps), torch.cat(entropies) if compute_entropy else None, None
 
     def _targets_for(self, prompts: list[str]) -> list[str]:
         rows = self._rows
