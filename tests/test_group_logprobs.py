@@ -90,3 +90,21 @@ def test_prompt_of_one_token_is_refused(tokenizer):
     add_fused_lm_head(model)
     with pytest.raises(ValueError, match="at least 2 tokens"):
         group_log_probs(model, torch.tensor([[5, 6, 7]]), torch.ones(1, 3, dtype=torch.long), logits_to_keep=2)
+
+
+def test_benchmark_quick_run_agrees_and_leaves_results_alone():
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    results = repo / "benchmarks" / "RESULTS.md"
+    before = results.read_bytes()
+    proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "group_logprobs.py"), "--quick", "--repeats", "1",
+                           "--threads", "1"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = re.findall(r"^\| (sid|title) \|.*\| ([0-9.e+-]+) \|$", proc.stdout, flags=re.M)
+    assert {name for name, _ in rows} == {"sid", "title"}
+    assert all(float(diff) < 1e-4 for _, diff in rows)
+    assert results.read_bytes() == before
