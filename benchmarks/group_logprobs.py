@@ -6,12 +6,15 @@ Per RL step GRPO scores every completion with the policy (forward + backward, in
 runs each of the P prompts once and only the completions on top of their KV cache. Both get the same random Qwen2
 (`--hidden`, `--layers`, fused log-prob head as GRPOTrainer patches it), the same left-padded prompts (random token
 ids, lengths as in the setting) and right-padded completions. The two are timed in alternation, `--repeats` times,
-after one warm-up each; the table gives medians and the largest log-prob difference between the two.
+after one warm-up each; the table gives medians and the largest log-prob difference between the two. On CPU both run
+with the reproductions' benchmark shims (`benchmarks/_cpu.py`: TRL's log-prob head scores only completion positions,
+as it does on Triton devices; without them TRL's CPU path scores every prompt position against the whole vocabulary,
+which would flatter the shared path).
 
 Settings (`--setting`, both by default):
   sid    the SID reproduction's shape: 64 prompts x G=16, prompts of 61 tokens, completions of 5 (3 codes + newline +
          EOS), the 1,065-token vocabulary (`benchmarks/repro_sid.py`)
-  title  a title catalog's shape: 16 prompts x G=16, prompts of 220 tokens (the authors' prompt with 10 titles),
+  title  a title catalog's shape: 4 prompts x G=16, prompts of 220 tokens (the authors' prompt with 10 titles),
          completions of 24, Qwen2's 151,936-token vocabulary
 
 Run:  python benchmarks/group_logprobs.py            (about 2 minutes on 2 CPU cores; writes RESULTS.md)
@@ -40,7 +43,7 @@ from trl_rere.group_logprobs import group_log_probs  # noqa: E402
 
 SETTINGS = {  # name: (prompts, G, prompt tokens, completion tokens, vocabulary)
     "sid": (64, 16, 61, 5, 1065),
-    "title": (16, 16, 220, 24, 151936),
+    "title": (4, 16, 220, 24, 151936),
 }
 
 
@@ -68,6 +71,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true")
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    a.device, a.cpu_shims = "cpu", "off" if a.quick else "on"
+    ri.install_cpu_shims(a)
     from accelerate import Accelerator
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from trl import GRPOTrainer
@@ -125,8 +130,8 @@ def main(argv=None):
         "",
         f"Command: `python benchmarks/group_logprobs.py`; {ri.hardware('cpu')}, {a.threads} threads; "
         f"{datetime.date.today().isoformat()}. Random Qwen2, hidden {a.hidden}, {a.layers} layers, fp32; medians of "
-        f"{a.repeats} alternating repeats, seconds per batch. Policy = forward + backward (the loss's scoring), "
-        "reference = forward without gradient; the speed-up is over both.",
+        f"{a.repeats} alternating repeats, seconds per batch; CPU shims: {', '.join(a.shims) or 'none'}. Policy = "
+        "forward + backward (the loss's scoring), reference = forward without gradient; the speed-up is over both.",
         "",
         "| setting | prompts x G | prompt + completion tokens | vocabulary | policy, TRL | policy, shared | "
         "reference, TRL | reference, shared | speed-up | max abs log-prob diff |",
