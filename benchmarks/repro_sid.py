@@ -151,17 +151,21 @@ def parse_args(argv=None):
 
 # -- data -------------------------------------------------------------------------------------------------------------
 def split_dev(valid, n_dev: int, seed: int):
-    """(SFT pairs, dev rows): every prefix pair of the valid sequences but the dev users' last one, which is the dev
-    set (history -> valid target, a later event than any pair trained on for that user, and earlier than its test)."""
-    order = list(range(len(valid)))
-    random.Random(seed).shuffle(order)
-    dev = sorted(order[:n_dev])
-    dev_set = set(dev)
+    """(SFT pairs, dev rows): every distinct prefix pair of the valid rows but the dev events, and the dev events.
+
+    A dev event is the last valid row (history -> target) of each of `n_dev` seeded random users: their latest valid
+    event, later than any pair trained on for that user and earlier than the user's test target. MiniOneRec's files
+    hold several overlapping rows per user (sliding windows over one sequence), so the dev event is chosen per user,
+    not per row: an earlier row of the user is a prefix of its later rows, and holding one out would leave it in the
+    SFT pairs through them. Every pair equal to a dev event (same user, history and target) is left out."""
+    last_row = {u: r for r, u in enumerate(valid["user_id"])}
+    users = sorted(last_row)
+    random.Random(seed).shuffle(users)
+    dev = sorted(last_row[u] for u in users[:n_dev])
     pairs = sid_prefix_pairs(valid)
-    last, keep = -1, []
-    for r, n in enumerate(len(h) for h in valid["history_titles"]):
-        last += n
-        keep += range(last - n + 1, last + (r not in dev_set))
+    held = {(valid[r]["user_id"], tuple(valid[r]["history_titles"]), valid[r]["target"]) for r in dev}
+    keep = [i for i, (u, h, t) in enumerate(zip(pairs["user_id"], pairs["history_titles"], pairs["target"]))
+            if (u, tuple(h), t) not in held]
     return pairs.select(keep), valid.select(dev)
 
 

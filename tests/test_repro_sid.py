@@ -31,6 +31,36 @@ def test_dev_users_last_event_is_held_out_of_the_sft_pairs():
         assert len([p for p in pairs if p["user_id"] == row["user_id"]]) == len(row["history_titles"]) - 1
 
 
+def sliding_rows(valid):
+    """MiniOneRec's layout: one row per event of a user, each with the events before it (overlapping windows)."""
+    from datasets import Dataset
+
+    rows = []
+    for ex in valid:
+        sids = list(ex["history_titles"]) + [ex["target"]]
+        ids = list(ex["history_item_ids"]) + [ex["target_item_id"]]
+        for k in range(1, len(ids)):
+            rows.append({**ex, "history_titles": sids[:k], "history_item_ids": ids[:k], "target": sids[k],
+                         "target_item_id": ids[k], "prompt": f"{ex['user_id']}:{k}"})
+    return Dataset.from_list(rows)
+
+
+def test_overlapping_rows_give_each_pair_once_and_hold_out_each_dev_users_latest_event():
+    _, valid = synthetic_sid_dataset(num_items=24, num_users=30, history_len=(2, 6), seed=4)
+    rows = sliding_rows(valid)
+    assert len(rows) > len(valid)  # several rows per user, as in the real files
+    pairs, dev = repro_sid.split_dev(rows, 5, seed=0)
+    assert len(set(dev["user_id"])) == 5  # five users, not five rows (of possibly one user)
+    key = lambda r: (r["user_id"], tuple(r["history_titles"]), r["target"])  # noqa: E731
+    # each distinct pair once: the overlapping rows repeat every earlier pair of their user
+    assert len({key(p) for p in pairs}) == len(pairs) == sum(len(h) for h in valid["history_titles"]) - 5
+    trained = {key(p) for p in pairs}
+    for d in dev:
+        assert key(d) not in trained
+        latest = valid[valid["user_id"].index(d["user_id"])]
+        assert d["target"] == latest["target"]  # the user's last event, not an earlier row of theirs
+
+
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("repro_sid")
