@@ -93,10 +93,10 @@ def main(argv=None):
         ids, mask = make_batch(P, G, p_len, c_len, vocab)
         valid = mask[:, -c_len:].bool()
 
-        def trl_scoring(grad):
+        def trl_scoring():
             return GRPOTrainer._get_per_token_logps_and_entropies(trl_self, model, ids, mask, c_len)[0]
 
-        def shared_scoring(grad):
+        def shared_scoring():
             return group_log_probs(model, ids, mask, c_len)[0]
 
         times = {"trl": {"policy": [], "reference": []}, "shared": {"policy": [], "reference": []}}
@@ -107,12 +107,12 @@ def main(argv=None):
                 model.train()
                 model.zero_grad(set_to_none=True)
                 t0 = time.perf_counter()
-                lp = fn(True)
+                lp = fn()
                 (lp * valid).sum().backward()
                 t1 = time.perf_counter()
                 model.eval()
                 with torch.no_grad():
-                    out[which] = fn(False)
+                    out[which] = fn()
                 t2 = time.perf_counter()
                 if rep:  # the first round warms up
                     times[which]["policy"].append(t1 - t0)

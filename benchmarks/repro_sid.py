@@ -161,12 +161,14 @@ def split_dev(valid, n_dev: int, seed: int):
     last_row = {u: r for r, u in enumerate(valid["user_id"])}
     users = sorted(last_row)
     random.Random(seed).shuffle(users)
-    dev = sorted(last_row[u] for u in users[:n_dev])
+    dev = valid.select(sorted(last_row[u] for u in users[:n_dev]))
     pairs = sid_prefix_pairs(valid)
-    held = {(valid[r]["user_id"], tuple(valid[r]["history_titles"]), valid[r]["target"]) for r in dev}
-    keep = [i for i, (u, h, t) in enumerate(zip(pairs["user_id"], pairs["history_titles"], pairs["target"]))
-            if (u, tuple(h), t) not in held]
-    return pairs.select(keep), valid.select(dev)
+
+    def events(rows):
+        return [(u, tuple(h), t) for u, h, t in zip(rows["user_id"], rows["history_titles"], rows["target"])]
+
+    held = set(events(dev))
+    return pairs.select([i for i, e in enumerate(events(pairs)) if e not in held]), dev
 
 
 def encode_sid_examples(tok, data) -> list[tuple[list[int], int]]:
