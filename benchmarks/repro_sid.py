@@ -74,7 +74,7 @@ from repro_industrial import (  # noqa: E402
 )
 
 from trl_rere.data import load_amazon  # noqa: E402
-from trl_rere.evaluation import DEFAULT_KS  # noqa: E402
+from trl_rere.evaluation import DEFAULT_KS, RankingEvalCallback  # noqa: E402
 from trl_rere.item_format import get_item_format  # noqa: E402
 from trl_rere.semantic_ids import SID_PROMPT_TEMPLATE, add_sid_tokens, sid_prefix_pairs  # noqa: E402
 from trl_rere.testing import train_tokenizer  # noqa: E402
@@ -127,6 +127,7 @@ def parse_args(argv=None):
     p.add_argument("--eval_seed", type=int, default=1234)
     p.add_argument("--eval_beams", type=int, default=50)
     p.add_argument("--eval_batch", type=int, default=10)
+    p.add_argument("--dev_points", type=int, default=4, help="dev evaluations during each RL run (the dev curve)")
     p.add_argument("--shared_prompt", choices=("on", "off"), default="on",
                    help="ReReConfig.shared_prompt_logprobs and shared_prompt_cache: each group's prompt computed once "
                    "when scoring, and the CPU beam cache (same values up to float rounding)")
@@ -209,7 +210,20 @@ def rl_budget(a, n_pool: int) -> int:
     return a.rl_steps if a.rl_steps else math.ceil(a.rl_epochs * n_pool / a.prompts_per_step)
 
 
-def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps):
+class TimedRankingEval(RankingEvalCallback):
+    """RankingEvalCallback that adds up its own time, so that the dev curve does not count as RL training time."""
+
+    seconds = 0.0
+
+    def evaluate(self, model, step=None):
+        t0 = time.time()
+        try:
+            return super().evaluate(model, step)
+        finally:
+            self.seconds += time.time() - t0
+
+
+def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps, dev):
     """Trains row `name` from the SFT checkpoint; returns (model, record of the run)."""
     from transformers import AutoModelForCausalLM
 
@@ -235,9 +249,16 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps):
     )
     trainer = ReReTrainer(model=str(sft_dir), args=args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
                           processing_class=tok, catalog=catalog)
+    # The dev curve: whether the budget reached the point where dev ranking stops improving (the issue's stopping
+    # rule). Its evaluations are excluded from train_s.
+    dev_eval = TimedRankingEval(dev, trainer.trie, tok, num_beams=a.eval_beams, ks=DEFAULT_KS,
+                                   eval_steps=max(1, steps // a.dev_points), batch_size=a.eval_batch).attach(trainer)
     trainer.train()
     train_s = time.time() - t0
     curve = ri.rl_curve(trainer)
+    curve["dev"] = [[h["step"], round(h["eval_NDCG@10"], 4)] for h in trainer.state.log_history
+                    if "eval_NDCG@10" in h]
+    train_s -= dev_eval.seconds
     log(f"  RL {name} lr {lr:g} seed {seed}: {trainer.state.global_step} steps in {train_s:.0f}s "
         f"({train_s / max(1, trainer.state.global_step):.2f} s/step)")
     return trainer.model, {"train_s": train_s, "curve": curve, "steps": trainer.state.global_step}
@@ -265,7 +286,7 @@ def trained_model(name, lr, seed, a, ctx):
         return AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(a.device), json.loads(
             record.read_text())
     model, extra = train_row(name, lr, seed, a, ctx["sft_dir"], ctx["tok"], ctx["catalog"], ctx["rl_pool"],
-                             ctx["steps"])
+                             ctx["steps"], ctx["dev"])
     model.save_pretrained(model_dir)
     record.write_text(json.dumps(extra))
     ctx["trained"].add(model_dir)
@@ -343,9 +364,12 @@ def render(results, chosen, dev_scores, a, info) -> str:
             if c and c["reward"]:
                 q = max(1, len(c["reward"]) // 4)
                 tig = c["rere/target_in_group"]
+                dev = ", ".join(f"{step}: {v:.4f}" for step, v in c.get("dev", []))
                 curves.append(f"- {ROWS[name][0]}, seed {r['seed']}: {r.get('steps', len(tig))} steps; target in "
                               f"group {statistics.fmean(tig[:q]):.3f} (first {q}) -> {statistics.fmean(tig[-q:]):.3f} "
-                              f"(last {q}); max KL {max(c['kl']):.4f}")
+                              f"(last {q}); max KL {max(c['kl']):.4f}" + (f"; dev NDCG@10 by step {dev}" if dev else ""))
+    if curves and info.get("sft_dev") is not None:
+        curves.insert(0, f"- SFT (step 0 of every run): dev NDCG@10 {info['sft_dev']:.4f}")
     pool = ("the SFT pairs themselves (the authors' recipe)" if a.rl_pool == "sft" else
             f"a seeded random {a.heldout_frac:.0%} of the pairs, held out of SFT")
     settings = (
@@ -439,6 +463,7 @@ def main(argv=None):
     report_tag = f"test{len(test)}-{_key(list(test['user_id']))}-b{a.eval_beams}{suffix}"
     compute = set() if a.report_only else set(rows)
 
+    sft_dev = get_result("sft", None, None, ctx["dev_tag"], dev, "sft" in compute, a, ctx)
     results, chosen, dev_scores = {}, {}, {}
     for name in ROWS:
         lr, dev_scores[name] = choose_lr(name, grid, a, ctx, name in compute)
@@ -460,7 +485,7 @@ def main(argv=None):
             (f"byte-level BPE ({a.vocab_size}) trained on the prompt wording" if a.tokenizer == "bpe" else a.tokenizer)
             + f" + the SID codes, {len(tok)} tokens", "prompt_len": plen, "params": sft_info["params"],
             "sft_steps": sft_info["steps"], "heldout": sft_info["heldout"], "sft_s": sft_info["train_s"],
-            "steps": steps}
+            "steps": steps, "sft_dev": sft_dev["metrics"]["NDCG@10"] if sft_dev else None}
     table = render(results, chosen, dev_scores, a, info)
     print(table)
     (work / f"summary-{report_tag}.json").write_text(json.dumps(
