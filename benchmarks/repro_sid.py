@@ -28,7 +28,8 @@ Pipeline (every RL row starts from the same SFT checkpoint and gets the same bud
              4. ReRe: beam search, rule + ranking reward (the method)
   RL         ReReTrainer, item_format="sid", G=16, beta 1e-3, plain k3 KL (ReReConfig's default), `--rl_epochs`
              passes over the pool (>= 1), one lr per row chosen from `--lr_grid` by dev NDCG@10 (seed `--tune_seed`);
-             the chosen lr is then run with every seed of `--seeds`
+             the chosen lr is then run with every seed of `--seeds`; the dev users are ranked `--dev_points` times
+             during each run (the dev curve, reported beside the SFT checkpoint's dev score; not counted as training)
   eval       trie-constrained beam search, 50 beams, on all 4,533 test users (`--eval_users 0`), HR@K / NDCG@K;
              per-user paired standard errors of each row's difference to SFT, means and spread over seeds
 

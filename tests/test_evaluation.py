@@ -224,6 +224,16 @@ def test_callback_adds_metrics_on_evaluate_and_logs_through_the_trainer(setup, t
     assert {"eval_HR@1", "eval_NDCG@1", "eval_HR@4", "eval_NDCG@4", "eval_loss"} <= set(metrics)
 
 
+def test_callback_eval_steps_keep_every_training_log(setup, tmp_path):
+    # Ranking at the end of a step must not cancel the trainer's own log of that step (Trainer.log clears should_log).
+    _, dataset, tokenizer, _, trie = setup
+    trainer = _trainer(tiny_causal_lm(tokenizer, seed=1), tokenizer, dataset, tmp_path, max_steps=3)
+    RankingEvalCallback(dataset, trie, tokenizer, num_beams=3, ks=(3,), eval_steps=1, max_examples=2).attach(trainer)
+    trainer.train()
+    assert [e["step"] for e in trainer.state.log_history if "eval_NDCG@3" in e] == [1, 2, 3]
+    assert [e["step"] for e in trainer.state.log_history if "loss" in e] == [1, 2, 3]
+
+
 def test_callback_eval_steps_without_trainer_writes_log_history(setup, tmp_path):
     from transformers import TrainerControl, TrainerState, TrainingArguments
 

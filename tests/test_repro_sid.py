@@ -115,7 +115,8 @@ def test_each_rl_row_is_tuned_on_dev_users_over_the_same_grid(quick):
     for r in dev:
         grids.setdefault(r["row"], set()).add(r["lr"])
         assert r["metrics"]["num_examples"] == 8  # --quick: 8 dev users
-    assert grids == {row: {1e-4, 1e-3} for row in ("sft_ce", "grpo_sample", "beam_rule", "rere")}
+    # the SFT checkpoint is scored on dev too: step 0 of every row's dev curve
+    assert grids == {"sft": {None}, **{row: {1e-4, 1e-3} for row in ("sft_ce", "grpo_sample", "beam_rule", "rere")}}
     # the run at the chosen lr and the tuning seed is trained once and evaluated on dev and on the reported users
     assert first.count("  RL ") == 3 * 2
     assert len(list(sft_dir.glob("*-model"))) == 4 * 2 + 1  # + row 4's seed 1 from the second invocation
@@ -124,3 +125,17 @@ def test_each_rl_row_is_tuned_on_dev_users_over_the_same_grid(quick):
             assert len(r["curve"]["rere/target_in_group"]) == 2  # --quick: 2 RL steps
         if r["row"] in ("beam_rule", "rere"):  # one beam search per prompt: G=4 distinct items in every group
             assert r["curve"]["rere/distinct_items_per_group"] == [4.0, 4.0]
+
+
+def test_every_rl_run_records_its_dev_curve(quick):
+    work, first, _, _ = quick
+    (sft_dir,) = [p for p in work.glob("sft-*") if p.is_dir()]
+    runs = {p.parent.name: json.loads(p.read_text()) for p in sft_dir.glob("*-model/run.json")}
+    rl = {name: r for name, r in runs.items() if not name.startswith("sft_ce-")}
+    assert len(rl) == 3 * 2 + 1  # three RL rows x two lrs, and the second invocation's seed
+    for r in rl.values():
+        # --quick: 2 steps and the default 4 dev points, so the dev users are ranked after each step
+        assert [step for step, _ in r["curve"]["dev"]] == [1, 2]
+        assert all(0.0 <= v <= 1.0 for _, v in r["curve"]["dev"])
+        assert r["train_s"] > 0  # the dev evaluations' time is taken out, not the training's
+    assert "- SFT (step 0 of every run): dev NDCG@10" in first and "dev NDCG@10 by step 1: " in first

@@ -358,7 +358,11 @@ class RankingEvalCallback(TrainerCallback):
         if self.trainer is not None:
             from transformers import Trainer
 
+            # Trainer.log clears control.should_log. Logging from on_step_end would then cancel the trainer's own log
+            # of this step: its loss (and GRPO's reward metrics) would be merged into the next step's entry.
+            should_log = self.trainer.control.should_log
             Trainer.log(self.trainer, dict(logs))
+            self.trainer.control.should_log = should_log
         else:
             entry = dict(logs)
             if state.epoch is not None:
