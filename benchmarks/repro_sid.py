@@ -128,6 +128,9 @@ def parse_args(argv=None):
     p.add_argument("--eval_seed", type=int, default=1234)
     p.add_argument("--eval_beams", type=int, default=50)
     p.add_argument("--eval_batch", type=int, default=10)
+    p.add_argument("--test_every_lr", action="store_true",
+                   help="also rank the reported users with every grid lr of the tuning seed (a diagnostic of the lr "
+                   "choice: how dev and test agree; never used to choose)")
     p.add_argument("--dev_points", type=int, default=4, help="dev evaluations during each RL run (the dev curve)")
     p.add_argument("--shared_prompt", choices=("on", "off"), default="on",
                    help="ReReConfig.shared_prompt_logprobs and shared_prompt_cache: each group's prompt computed once "
@@ -321,7 +324,7 @@ def choose_lr(name, grid, a, ctx, compute) -> tuple[float | None, dict]:
 
 
 # -- report -----------------------------------------------------------------------------------------------------------
-def render(results, chosen, dev_scores, a, info) -> str:
+def render(results, chosen, dev_scores, a, info, diagnostic=None) -> str:
     n_users = info["n_users"]
     ks = DEFAULT_KS
     head = ("| row | lr | seeds | " + " | ".join(f"HR@{k}" for k in ks) + " | " + " | ".join(f"NDCG@{k}" for k in ks)
@@ -358,6 +361,16 @@ def render(results, chosen, dev_scores, a, info) -> str:
                 goals.append(f"- vs {ROWS[other][0]}: {dm:+.4f} NDCG@10 (paired SE {dse_v:.4f}); {goal}: {verdict}")
     tuning = [f"- {ROWS[n][0]}: " + ", ".join(f"lr {lr:g}: {s:.4f}" for lr, s in sorted(sc.items()))
               for n, sc in dev_scores.items() if sc]
+    if diagnostic and base is not None:
+        tuning.append("")
+        tuning.append(f"Diagnostic (`--test_every_lr`, never used to choose): the same runs (seed {a.tune_seed}) on the "
+                      f"{n_users} reported users, NDCG@10 and its paired difference to SFT:")
+        for name, by_lr in diagnostic.items():
+            cells = []
+            for lr, run in sorted(by_lr.items()):
+                dm, dse_v = paired_difference(per_user_ndcg([run], n_users), base)
+                cells.append(f"lr {lr:g}: {run['metrics']['NDCG@10']:.4f} ({dm:+.4f}, SE {dse_v:.4f})")
+            tuning.append(f"- {ROWS[name][0]}: " + ", ".join(cells))
     curves = []
     for name, runs in results.items():
         for r in runs:
@@ -465,7 +478,7 @@ def main(argv=None):
     compute = set() if a.report_only else set(rows)
 
     sft_dev = get_result("sft", None, None, ctx["dev_tag"], dev, "sft" in compute, a, ctx)
-    results, chosen, dev_scores = {}, {}, {}
+    results, chosen, dev_scores, diagnostic = {}, {}, {}, {}
     for name in ROWS:
         lr, dev_scores[name] = choose_lr(name, grid, a, ctx, name in compute)
         if ROWS[name][1] is not None and lr is None:
@@ -481,13 +494,19 @@ def main(argv=None):
                 runs.append(run)
         if runs:
             results[name] = runs
+        if a.test_every_lr and ROWS[name][1] is not None:
+            diagnostic[name] = {}
+            for other in grid:
+                run = get_result(name, other, a.tune_seed, report_tag, test, name in compute, a, ctx)
+                if run is not None:
+                    diagnostic[name][other] = run
 
     info = {"n_users": len(test), "n_sft": len(train), "n_pool": len(rl_pool), "tokenizer":
             (f"byte-level BPE ({a.vocab_size}) trained on the prompt wording" if a.tokenizer == "bpe" else a.tokenizer)
             + f" + the SID codes, {len(tok)} tokens", "prompt_len": plen, "params": sft_info["params"],
             "sft_steps": sft_info["steps"], "heldout": sft_info["heldout"], "sft_s": sft_info["train_s"],
             "steps": steps, "sft_dev": sft_dev["metrics"]["NDCG@10"] if sft_dev else None}
-    table = render(results, chosen, dev_scores, a, info)
+    table = render(results, chosen, dev_scores, a, info, diagnostic)
     print(table)
     (work / f"summary-{report_tag}.json").write_text(json.dumps(
         {k: [{"seed": r["seed"], "lr": r.get("lr"), "metrics": r["metrics"]} for r in v] for k, v in results.items()},

@@ -76,7 +76,7 @@ def quick(tmp_path_factory, data_dir):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
-    first = run()  # every row, seed 0
+    first = run("--test_every_lr")  # every row, seed 0, and every grid lr on the reported users
     second = run("--rows", "rere", "--seeds", "1")  # one more seed of one row, in its own invocation
     after = results_md.read_bytes() if results_md.exists() else None
     return work / "quick", first, second, before == after
@@ -139,3 +139,17 @@ def test_every_rl_run_records_its_dev_curve(quick):
         assert all(0.0 <= v <= 1.0 for _, v in r["curve"]["dev"])
         assert r["train_s"] > 0  # the dev evaluations' time is taken out, not the training's
     assert "- SFT (step 0 of every run): dev NDCG@10" in first and "dev NDCG@10 by step 1: " in first
+
+
+def test_every_lr_diagnostic_ranks_the_reported_users_with_each_grid_lr(quick):
+    work, first, _, _ = quick
+    (sft_dir,) = [p for p in work.glob("sft-*") if p.is_dir()]
+    test_runs = [json.loads(p.read_text()) for p in sft_dir.glob("*-test*.json") if not p.name.startswith("sft-")]
+    by_row = {}
+    for r in test_runs:
+        if r["seed"] == 0:
+            by_row.setdefault(r["row"], set()).add(r["lr"])
+    assert by_row == {row: {1e-4, 1e-3} for row in ("sft_ce", "grpo_sample", "beam_rule", "rere")}
+    block = first.split("never used to choose")[1].split("\n\n")[0].splitlines()[1:]
+    assert len(block) == 4  # one line per RL row (and the control), each with both lrs and a paired SE
+    assert all(ln.count("lr ") == 2 and ln.count("SE ") == 2 for ln in block)
