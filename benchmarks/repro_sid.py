@@ -141,6 +141,8 @@ def parse_args(argv=None):
     p.add_argument("--fresh", action="store_true", help="ignore cached results")
     p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
     a = p.parse_args(argv)
+    if a.dev_points < 1:
+        p.error(f"--dev_points must be at least 1, got {a.dev_points}")
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
         a.sft_max_pairs, a.sft_epochs, a.sft_batch = 256, 1.0, 32
@@ -256,7 +258,7 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps, dev):
     # The dev curve: whether the budget reached the point where dev ranking stops improving (the stopping
     # rule). Its evaluations are excluded from train_s.
     dev_eval = TimedRankingEval(dev, trainer.trie, tok, num_beams=a.eval_beams, ks=DEFAULT_KS,
-                                   eval_steps=max(1, steps // a.dev_points), batch_size=a.eval_batch).attach(trainer)
+                                eval_steps=max(1, steps // a.dev_points), batch_size=a.eval_batch).attach(trainer)
     trainer.train()
     train_s = time.time() - t0
     curve = ri.rl_curve(trainer)
@@ -495,11 +497,13 @@ def main(argv=None):
         if runs:
             results[name] = runs
         if a.test_every_lr and ROWS[name][1] is not None:
-            diagnostic[name] = {}
+            # the chosen lr's run at the tuning seed is already among `runs`
+            diagnostic[name] = {lr: r for r in runs if r["seed"] == a.tune_seed}
             for other in grid:
-                run = get_result(name, other, a.tune_seed, report_tag, test, name in compute, a, ctx)
-                if run is not None:
-                    diagnostic[name][other] = run
+                if other not in diagnostic[name]:
+                    run = get_result(name, other, a.tune_seed, report_tag, test, name in compute, a, ctx)
+                    if run is not None:
+                        diagnostic[name][other] = run
 
     info = {"n_users": len(test), "n_sft": len(train), "n_pool": len(rl_pool), "tokenizer":
             (f"byte-level BPE ({a.vocab_size}) trained on the prompt wording" if a.tokenizer == "bpe" else a.tokenizer)
