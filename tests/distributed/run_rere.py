@@ -269,6 +269,18 @@ def train(args) -> None:
     sampling_module.generate_beams = recording(sampling_module.generate_beams)
     sampling_module.sample_from_trie = recording(sampling_module.sample_from_trie)
 
+    # which scoring path ran: the trainer looks group_log_probs up in trl_rere.trainer at call time
+    import trl_rere.trainer as trainer_module
+
+    shared_scoring_calls: list[dict] = []
+    real_group_log_probs = trainer_module.group_log_probs
+
+    def counted_group_log_probs(model, input_ids, *a, **k):
+        shared_scoring_calls.append({"rows": int(input_ids.size(0)), "grad": torch.is_grad_enabled(),
+                                     "model": type(model).__name__})
+        return real_group_log_probs(model, input_ids, *a, **k)
+
+    trainer_module.group_log_probs = counted_group_log_probs
 
     groups_seen: list[dict] = []
     catalog_titles = set(data["titles"])
@@ -320,6 +332,9 @@ def train(args) -> None:
         ds3_gather_for_generation=not args.no_ds3_gather,
         dataloader_num_workers=0,
         sampling_strategy=args.strategy,
+        shared_prompt_logprobs=args.shared_prompt_logprobs,
+        # the shared prompt pass needs its KV cache, which gradient checkpointing drops (ReReConfig refuses both)
+        **({"gradient_checkpointing": False} if args.shared_prompt_logprobs else {}),
     )
 
     peft_config = None
@@ -405,6 +420,8 @@ def train(args) -> None:
         "sharding_before_train": sharding_before,
         "sharding_after_train": sharding_after,
         "generate_calls": gen_calls,
+        "shared_prompt_logprobs": config.shared_prompt_logprobs,
+        "shared_scoring_calls": shared_scoring_calls,
         "ranking_eval": ranking_eval,
         "sampling_strategy": config.sampling_strategy,
         "groups": groups_seen,
@@ -444,6 +461,8 @@ def main(argv: list[str] | None = None) -> None:
     t.add_argument("--no-ds3-gather", action="store_true", help="ds3_gather_for_generation=False")
     t.add_argument("--dump-weights", action="store_true", help="rank 0 saves the gathered final weights")
     t.add_argument("--strategy", choices=("beam", "sample", "dynamic"), default="beam", help="sampling_strategy")
+    t.add_argument("--shared-prompt-logprobs", action="store_true",
+                   help="shared_prompt_logprobs=True: score each group's prompt once")
     t.add_argument("--eval-rows", type=int, default=0,
                    help="after training, evaluate_ranking on the first N rows across the processes")
     args = parser.parse_args(argv)

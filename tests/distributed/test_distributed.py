@@ -1,8 +1,8 @@
 """ReReTrainer under `accelerate launch` with 2 CPU processes: plain DDP, DeepSpeed ZeRO-2 and ZeRO-3, with and
 without LoRA; uneven prompts across ranks; ZeRO-3 checkpoints; resuming; the sampling ablations and the sharded
-ranking evaluation under ZeRO-3.
+ranking evaluation under ZeRO-3; `shared_prompt_logprobs` under ZeRO-2 and ZeRO-3.
 
-Run: `pytest tests/distributed -m distributed -x` (8 launches; see conftest.py for the fixtures).
+Run: `pytest tests/distributed -m distributed -x` (10 launches; see conftest.py for the fixtures).
 
 Every beam-search launch trains 4 steps of 2 prompts x G=4 beams per rank (tests/distributed/run_rere.py); the
 sampling launches train 2 steps and then evaluate 5 rows across both ranks. Rank 0 always gets
@@ -76,6 +76,12 @@ RUNS = {
         "deepspeed_zero3.yaml",
         ["--max-steps", str(STEPS), "--lora", "--no-ds3-gather", "--save-steps", str(STEPS), "--dump-weights"],
     ),
+    # each group's prompt scored once (policy and reference) under both ZeRO stages; compared with DDP's TRL scoring
+    **{
+        f"zero{stage}_shared": (f"deepspeed_zero{stage}.yaml",
+                                ["--max-steps", str(STEPS), "--shared-prompt-logprobs", "--dump-weights"])
+        for stage in (2, 3)
+    },
     # the sampling ablations under ZeRO-3, then the ranking evaluation of the trained, still sharded model
     **{
         f"zero3_{strategy}": (
@@ -360,6 +366,27 @@ def test_zero3_lora_without_gathering_matches_ddp_lora(ds_launch, assets):
     assert sorted(loaded) == sorted(gathered)
     for name in gathered:
         assert torch.equal(loaded[name], gathered[name]), name
+
+
+@pytest.mark.parametrize("stage", [2, 3])
+def test_shared_prompt_logprobs_under_zero_matches_ddp(ds_launch, stage):
+    """`shared_prompt_logprobs` (the prompt's KV cache shared by the group, two forward passes per scoring call)
+    trains under ZeRO-2 and ZeRO-3 to the weights of plain DDP with TRL's full-sequence scoring."""
+    shared, ddp = run(ds_launch, f"zero{stage}_shared"), run(ds_launch, "ddp")
+    check_common(shared, stage=stage, lora=False)
+    assert not ddp.rank(0)["shared_scoring_calls"], "the baseline must use TRL's scoring"
+    rows_per_step = 2 * G
+    for res in shared.ranks:
+        assert res["shared_prompt_logprobs"] is True
+        calls = res["shared_scoring_calls"]
+        # every step scores its 8 completions through the shared path, with gradient (policy) and without (reference)
+        assert sum(c["rows"] for c in calls if c["grad"]) >= STEPS * rows_per_step, calls
+        assert sum(c["rows"] for c in calls if not c["grad"]) >= STEPS * rows_per_step, calls
+        if stage == 3:
+            check_zero3_sharding(res, lora=False)
+    assert_metrics_close(shared.rank(0), ddp.rank(0), range(1, STEPS + 1), f"ZeRO-{stage} shared scoring vs DDP")
+    assert_same_beams(shared, ddp)
+    assert max_abs_diff(load_weights(shared), load_weights(ddp)) <= WEIGHT_ATOL
 
 
 @pytest.mark.parametrize("strategy", ["sample", "dynamic"])
