@@ -25,6 +25,22 @@ def test_ndcg_at_ten_counts_ranks_zero_to_nine():
     assert repro.ndcg_at(12, k=20) == pytest.approx(1 / math.log2(14))
 
 
+def test_heldout_pool_is_a_seeded_disjoint_fraction_of_the_pairs():
+    from datasets import Dataset
+
+    pairs = Dataset.from_list([{"prompt": f"p{i}", "target": f"t{i}"} for i in range(200)])
+    sft, pool = repro.split_rl_pool(pairs, 0.15)
+    assert len(pool) == 30 and len(sft) == 170
+    assert set(sft["prompt"]).isdisjoint(pool["prompt"])
+    assert sorted([*sft["prompt"], *pool["prompt"]]) == sorted(pairs["prompt"])  # nothing lost
+    again_sft, again_pool = repro.split_rl_pool(pairs, 0.15)
+    assert list(again_pool["prompt"]) == list(pool["prompt"]) and list(again_sft["prompt"]) == list(sft["prompt"])
+    assert list(repro.split_rl_pool(pairs, 0.15, seed=1)[1]["prompt"]) != list(pool["prompt"])
+    assert list(pool["prompt"]) != list(pairs["prompt"][:30])  # drawn at random, not the first pairs
+    with pytest.raises(SystemExit, match="heldout_frac"):
+        repro.split_rl_pool(pairs, 0.001)
+
+
 def test_paired_difference_is_mean_and_standard_error_of_per_user_differences():
     mine, theirs = [1.0, 0.5, 0.0, 0.25], [0.5, 0.5, 0.25, 0.0]
     mean, se = repro.paired_difference(mine, theirs)
