@@ -47,6 +47,7 @@ Run:  python benchmarks/repro_sid.py --device cuda                         (main
 from __future__ import annotations
 
 import argparse
+import collections
 import json
 import math
 import random
@@ -325,6 +326,36 @@ def choose_lr(name, grid, a, ctx, compute) -> tuple[float | None, dict]:
     return max(grid, key=lambda lr: (scores[lr], -lr)), scores
 
 
+def popularity_breakdown(results, n_users: int, target_counts: list[int]) -> list[str]:
+    """NDCG@10 of SFT and each row's paired difference to it, for the test users split into thirds by how often their
+    target is an SFT target: whether RL gains or loses on the items SFT saw most (its popularity prior) or least."""
+    if "sft" not in results or len(set(target_counts)) < 3:
+        return []
+    ordered = sorted(target_counts)
+    low, high = ordered[len(ordered) // 3], ordered[2 * len(ordered) // 3]
+    bins = [("rare", lambda c: c < low), ("middle", lambda c: low <= c < high), ("popular", lambda c: c >= high)]
+    users = [[u for u in range(n_users) if keep(target_counts[u])] for _, keep in bins]
+    base = per_user_ndcg(results["sft"], n_users)
+    names = [f"{label} (target an SFT target {rule}; {len(us)} users)" for (label, _), us, rule in
+             zip(bins, users, (f"< {low} times", f"{low}-{high - 1} times", f">= {high} times"))]
+    lines = ["| row | " + " | ".join(names) + " |", "|" + "---|" * (len(bins) + 1),
+             "| 1. SFT only (NDCG@10) | " + " | ".join(f"{statistics.fmean(base[u] for u in us):.4f}" if us else "—"
+                                                     for us in users) + " |"]
+    for name, runs in results.items():
+        if name == "sft":
+            continue
+        per_user = per_user_ndcg(runs, n_users)
+        cells = []
+        for us in users:
+            if len(us) < 2:
+                cells.append("—")
+                continue
+            dm, dse = paired_difference([per_user[u] for u in us], [base[u] for u in us])
+            cells.append(f"{dm:+.4f} (SE {dse:.4f})")
+        lines.append(f"| {ROWS[name][0]} (Δ vs SFT) | " + " | ".join(cells) + " |")
+    return lines
+
+
 # -- report -----------------------------------------------------------------------------------------------------------
 def render(results, chosen, dev_scores, a, info, diagnostic=None) -> str:
     n_users = info["n_users"]
@@ -386,6 +417,7 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None) -> str:
                               f"(last {q}); max KL {max(c['kl']):.4f}" + (f"; dev NDCG@10 by step {dev}" if dev else ""))
     if curves and info.get("sft_dev") is not None:
         curves.insert(0, f"- SFT (step 0 of every run): dev NDCG@10 {info['sft_dev']:.4f}")
+    popularity = popularity_breakdown(results, n_users, info["target_counts"]) if info.get("target_counts") else []
     pool = ("the SFT pairs themselves (the authors' recipe)" if a.rl_pool == "sft" else
             f"a seeded random {a.heldout_frac:.0%} of the pairs, held out of SFT")
     settings = (
@@ -409,6 +441,8 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None) -> str:
     )
     return "\n".join(["### Table (Industrial test users, semantic IDs)", "", PUBLISHED, "", *lines, "",
                       "### ReRe (row 4) against each row, paired over users", "", *(goals or ["- (row 4 not run)"]), "",
+                      "### By target popularity (NDCG@10, paired over the users of each third)", "",
+                      *(popularity or ["- (needs row 1)"]), "",
                       "### Learning-rate choice (dev NDCG@10)", "", *(tuning or ["- (no RL rows)"]), "",
                       "### RL curves", "", *(curves or ["- (none)"]), "", "### Settings", "", settings])
 
@@ -505,11 +539,13 @@ def main(argv=None):
                     if run is not None:
                         diagnostic[name][other] = run
 
+    sft_targets = collections.Counter(train["target"])
     info = {"n_users": len(test), "n_sft": len(train), "n_pool": len(rl_pool), "tokenizer":
             (f"byte-level BPE ({a.vocab_size}) trained on the prompt wording" if a.tokenizer == "bpe" else a.tokenizer)
             + f" + the SID codes, {len(tok)} tokens", "prompt_len": plen, "params": sft_info["params"],
             "sft_steps": sft_info["steps"], "heldout": sft_info["heldout"], "sft_s": sft_info["train_s"],
-            "steps": steps, "sft_dev": sft_dev["metrics"]["NDCG@10"] if sft_dev else None}
+            "steps": steps, "sft_dev": sft_dev["metrics"]["NDCG@10"] if sft_dev else None,
+            "target_counts": [sft_targets[t] for t in test["target"]]}
     table = render(results, chosen, dev_scores, a, info, diagnostic)
     print(table)
     (work / f"summary-{report_tag}.json").write_text(json.dumps(

@@ -153,3 +153,18 @@ def test_every_lr_diagnostic_ranks_the_reported_users_with_each_grid_lr(quick):
     block = first.split("never used to choose")[1].split("\n\n")[0].splitlines()[1:]
     assert len(block) == 4  # one line per RL row (and the control), each with both lrs and a paired SE
     assert all(ln.count("lr ") == 2 and ln.count("SE ") == 2 for ln in block)
+
+
+def test_popularity_breakdown_splits_users_by_how_often_sft_saw_their_target():
+    counts = [0, 1, 5, 6, 20, 30]  # two users per third
+    sft = {"seed": None, "ranks": [None, None, 1, 1, 0, 0]}
+    row = [{"seed": 0, "ranks": [0, None, 1, 1, None, 0]}, {"seed": 1, "ranks": [0, None, 1, 1, None, None]}]
+    lines = repro_sid.popularity_breakdown({"sft": [sft], "rere": row}, 6, counts)
+    header, _, base, rere = lines
+    assert "< 5 times; 2 users" in header and "5-19 times; 2 users" in header and ">= 20 times; 2 users" in header
+    gain, same, loss = [c.strip() for c in rere.split("|")[2:5]]
+    assert base.split("|")[2].strip() == "0.0000" and base.split("|")[4].strip() == "1.0000"
+    # rare: one user from nothing to rank 1 in both seeds (+0.5 over the two users); middle: unchanged; popular: the
+    # first user lost in both seeds, the second in one of two (-(1 + 0.5) / 2)
+    assert gain.startswith("+0.5000") and same.startswith("+0.0000") and loss.startswith("-0.7500")
+    assert repro_sid.popularity_breakdown({"rere": row}, 6, counts) == []  # needs the SFT row
