@@ -168,3 +168,17 @@ def test_popularity_breakdown_splits_users_by_how_often_sft_saw_their_target():
     # first user lost in both seeds, the second in one of two (-(1 + 0.5) / 2)
     assert gain.startswith("+0.5000") and same.startswith("+0.0000") and loss.startswith("-0.7500")
     assert repro_sid.popularity_breakdown({"rere": row}, 6, counts) == []  # needs the SFT row
+
+
+def test_top10_popularity_summary_and_missing_model_folder(tmp_path):
+    import collections
+
+    import sid_top10_popularity as top10
+
+    counts = collections.Counter({"p1": 12, "p2": 10, "r": 1})
+    s = top10.top10_summary([["p1", "p2", "r"], ["p1", "r", "x"]], counts, popular_from=10)
+    assert s["popular_share"] == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert s["mean_count"] == pytest.approx(((12 + 10 + 1) / 3 + (12 + 1 + 0) / 3) / 2)
+    assert s["distinct"] == 4 and s["top1_most_common"] == 2
+    with pytest.raises(SystemExit, match="nope-model"):
+        top10.main(["--sft_dir", str(tmp_path), "--models", "nope-model", "--no_results"])
