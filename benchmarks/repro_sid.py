@@ -326,13 +326,18 @@ def choose_lr(name, grid, a, ctx, compute) -> tuple[float | None, dict]:
     return max(grid, key=lambda lr: (scores[lr], -lr)), scores
 
 
+def popularity_thirds(target_counts: list[int]) -> tuple[int, int]:
+    """(low, high): a test user's target is rare below `low` SFT-target occurrences, popular from `high` on."""
+    ordered = sorted(target_counts)
+    return ordered[len(ordered) // 3], ordered[2 * len(ordered) // 3]
+
+
 def popularity_breakdown(results, n_users: int, target_counts: list[int]) -> list[str]:
     """NDCG@10 of SFT and each row's paired difference to it, for the test users split into thirds by how often their
     target is an SFT target: whether RL gains or loses on the items SFT saw most (its popularity prior) or least."""
     if "sft" not in results or len(set(target_counts)) < 3:
         return []
-    ordered = sorted(target_counts)
-    low, high = ordered[len(ordered) // 3], ordered[2 * len(ordered) // 3]
+    low, high = popularity_thirds(target_counts)
     bins = [("rare", lambda c: c < low), ("middle", lambda c: low <= c < high), ("popular", lambda c: c >= high)]
     users = [[u for u in range(n_users) if keep(target_counts[u])] for _, keep in bins]
     base = per_user_ndcg(results["sft"], n_users)

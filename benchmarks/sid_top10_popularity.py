@@ -93,8 +93,7 @@ def main(argv=None):
     if a.heldout_frac:
         train, _ = repro_sid.split_rl_pool(train, a.heldout_frac)
     counts = collections.Counter(train["target"])
-    test_counts = sorted(counts[t] for t in ds["test"]["target"])
-    popular_from = test_counts[2 * len(test_counts) // 3]  # repro_sid's popular third of the test users
+    _, popular_from = repro_sid.popularity_thirds([counts[t] for t in ds["test"]["target"]])
     test = ds["test"].select(sorted(random.Random(a.sample_seed).sample(range(len(ds["test"])), a.users)))
     tok = AutoTokenizer.from_pretrained(sft_dir)
     trie = ItemTrie.from_catalog(catalog, tok, item_format="sid")
