@@ -14,7 +14,8 @@ import pytest
 import trl_rere
 
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(trl_rere.__path__, "trl_rere."))
+# every module, subpackages included (trl_rere.data.*)
+MODULES = sorted(m.name for m in pkgutil.walk_packages(trl_rere.__path__, "trl_rere."))
 FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
 
 

@@ -17,15 +17,8 @@ from .evaluation import RankingEvalCallback, evaluate_ranking, ranking_metrics
 from .item_format import ItemFormat, get_item_format
 from .rewards import collaborative_reward, ranking_reward, rule_reward, semantic_reward
 from .sampling import draw_groups
-from .semantic_ids import (
-    SIDTokenError,
-    add_sid_tokens,
-    build_sid_prompt,
-    check_sid_tokens,
-    load_sid_amazon,
-    sid_prefix_pairs,
-    synthetic_sid_dataset,
-)
+from .data import build_sid_prompt, load_sid_amazon, sid_prefix_pairs, synthetic_sid_dataset
+from .sid_tokens import SIDTokenError, add_sid_tokens, check_sid_tokens
 from .trainer import ReReTrainer
 from .trie import ItemTrie, TrieBoundaryError
 

@@ -23,13 +23,14 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 PLACEHOLDER = "{title}"
 DEFAULT_PROMPT_SUFFIX = "### Response:\n"
 DEFAULT_COMPLETION_TEMPLATE = '"{title}"\n'
 SID_COMPLETION_TEMPLATE = "{title}\n"
+SID_CODE_PATTERN = r"<[A-Za-z]+_[0-9]+>"
 
 
 def validate_completion_template(template: str, argument: str = "completion_template") -> tuple[str, str]:
@@ -58,6 +59,13 @@ class ItemFormat:
         prompt_suffix (`str` or `None`):
             The fixed ending every prompt has. Completions are tokenized after it, so that BPE merges at the boundary
             match what the model sees; `None` tokenizes completions on their own.
+        code_pattern (`str` or `None`):
+            A regular expression of one code, for items written as a string of codes that must each be one token
+            (semantic IDs: `<a_12>`); the trie then checks the tokenizer (`trl_rere.sid_tokens`) and the scripts add
+            the codes to it. `None` for items written as text.
+        layout (`str`):
+            The file layout its data comes in (`trl_rere.data.LAYOUTS`): `"d3"`, the ReRe/D3 title files, or
+            `"minionerec"`, MiniOneRec's semantic-ID files.
 
     Example:
     ```python
@@ -71,6 +79,8 @@ class ItemFormat:
     name: str
     completion_template: str = DEFAULT_COMPLETION_TEMPLATE
     prompt_suffix: str | None = DEFAULT_PROMPT_SUFFIX
+    code_pattern: str | None = None
+    layout: str = "d3"
     _head: str = field(init=False, repr=False, compare=False)
     _tail: str = field(init=False, repr=False, compare=False)
 
@@ -105,7 +115,9 @@ class ItemFormat:
 
 ITEM_FORMATS: dict[str, ItemFormat] = {
     "title": ItemFormat("title", DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX),
-    "sid": ItemFormat("sid", SID_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX),
+    "sid": ItemFormat(
+        "sid", SID_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX, code_pattern=SID_CODE_PATTERN, layout="minionerec"
+    ),
 }
 
 
@@ -133,8 +145,8 @@ def get_item_format(
         base = ITEM_FORMATS[item_format]
     if completion_template is None and prompt_suffix is ...:
         return base
-    return ItemFormat(
-        base.name,
-        base.completion_template if completion_template is None else completion_template,
-        base.prompt_suffix if prompt_suffix is ... else prompt_suffix,
+    return replace(
+        base,
+        completion_template=base.completion_template if completion_template is None else completion_template,
+        prompt_suffix=base.prompt_suffix if prompt_suffix is ... else prompt_suffix,
     )

@@ -318,7 +318,7 @@ def write_minionerec_folder(
 ):
     """Writes a tiny data folder in MiniOneRec's semantic-ID layout (`index/{category}.index.json`,
     `info/{category}_5_2016-10-2018-11.txt` with `sid<TAB>title<TAB>item_id`, and `{split}/...csv` with the
-    `history_item_sid` / `item_sid` columns) from `trl_rere.semantic_ids.synthetic_sid_dataset`. Returns the folder.
+    `history_item_sid` / `item_sid` columns) from `trl_rere.data.synthetic_sid_dataset`. Returns the folder.
 
     Example:
     ```python
@@ -334,7 +334,8 @@ def write_minionerec_folder(
     import json
     from pathlib import Path
 
-    from .semantic_ids import split_sid, synthetic_sid_dataset
+    from .data import synthetic_sid_dataset
+    from .sid_tokens import split_sid
 
     root = Path(path)
     stem = f"{category}_5_2016-10-2018-11"

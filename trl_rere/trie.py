@@ -17,6 +17,7 @@ import torch
 
 from .catalog import ItemCatalog
 from .item_format import DEFAULT_COMPLETION_TEMPLATE, DEFAULT_PROMPT_SUFFIX, ItemFormat, get_item_format
+from .sid_tokens import check_sid_tokens
 
 
 class TrieBoundaryError(ValueError):
@@ -194,9 +195,7 @@ class ItemTrie:
         The completion and the ending come from `item_format` (`"title"`, `"sid"` or an `ItemFormat`);
         `completion_template` / `prompt_suffix` override them."""
         item_format = get_item_format(item_format, completion_template, prompt_suffix)
-        if item_format.name == "sid":
-            from .semantic_ids import check_sid_tokens  # the SID layer builds on this module
-
+        if item_format.code_pattern is not None:
             # a code split into several tokens would branch the trie mid-code; say so, naming the code
             check_sid_tokens(tokenizer, catalog, item_format.prompt_suffix)
         eos = tokenizer.eos_token_id
