@@ -103,11 +103,11 @@ def load_amazon(
     Example:
     ```python
     >>> from trl_rere.data import load_amazon
-    >>> from trl_rere.testing import write_amazon_folder
-    >>> data_dir = write_amazon_folder("tiny-data", category="Industrial_and_Scientific", splits=("valid", "test"))
-    >>> catalog, splits = load_amazon(data_dir, "Industrial_and_Scientific", splits=("valid", "test"))
-    >>> splits["test"].column_names
-    ['prompt', 'target', 'target_item_id', 'history_titles', 'history_item_ids', 'user_id']
+    >>> from trl_rere.testing import write_amazon_folder, write_minionerec_folder
+    >>> _, titles = load_amazon(write_amazon_folder("tiny-data"), "Toys_and_Games", splits=("test",))
+    >>> _, sids = load_amazon(write_minionerec_folder("tiny-sid-data"), splits=("test",), item_format="sid")
+    >>> titles["test"][0]["target"][:1] != "<", sids["test"][0]["target"][:3]
+    (True, '<a_')
     ```
     """
     return get_layout(item_format).load(data_dir, category, splits, category_name=category_name, **kwargs)

@@ -11,6 +11,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 
+from .readers import DataError
+
 
 # The authors' prompt. `{instruction}` is one of `DEFAULT_INSTRUCTIONS`, `{history}` the quoted titles joined by
 # ",\t". "palyed", the blank-looking " " line and the plural "{category}s" (which gives "toys and gamess") are the
@@ -262,5 +264,27 @@ def fit_prompt_length(
 def drop_rows(records: dict[str, list], rows: set[int]) -> None:
     for column, values in records.items():
         records[column] = [v for i, v in enumerate(values) if i not in rows]
+
+
+def fit_split_prompts(
+    records: dict[str, list],
+    rows: list[tuple[int, int, dict]],
+    rebuild: Callable[[int, list[str]], str],
+    tokenizer,
+    max_prompt_length: int,
+    label: str,
+    on_error: str,
+    skipped: list[tuple[int, int, str]],
+) -> None:
+    """`fit_prompt_length` over a split read by `read_csv_rows` (`rows`: `(data row, line, parsed)`), in place: a row
+    that cannot fit raises `DataError` naming `label`, its data row and its line, or with `on_error="skip"` is
+    dropped and recorded in `skipped`."""
+    failures = fit_prompt_length(records, rebuild, tokenizer, max_prompt_length)
+    if failures and on_error == "raise":
+        k = min(failures)
+        raise DataError(f"{label}: data row {rows[k][0]} (line {rows[k][1]}): {failures[k]}")
+    skipped.extend((rows[k][0], rows[k][1], why) for k, why in failures.items())
+    skipped.sort()
+    drop_rows(records, set(failures))
 
 

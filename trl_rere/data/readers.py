@@ -88,6 +88,17 @@ def parse_history(row: dict, required_columns: Sequence[str], items_column: str)
     return history_ids, history_items, parse_int(row["item_id"], "item_id")
 
 
+def split_record(row: dict, target: str, target_item_id: int, history: list[str], history_ids: list[int]) -> dict:
+    """One row of a split (the columns of `SPLIT_FEATURES` but the prompt) from a parsed CSV `row`."""
+    return {
+        "target": target,
+        "target_item_id": target_item_id,
+        "history_titles": history,
+        "history_item_ids": history_ids,
+        "user_id": row["user_id"],
+    }
+
+
 # -- CSV --------------------------------------------------------------------------------------------------------------
 def finish_split(records: dict[str, list], label: str, skipped: list[tuple[int, int, str]], data_row: int) -> Dataset:
     """The split's dataset, after one warning for the rows `on_error="skip"` dropped; no row left is an error."""

@@ -35,8 +35,7 @@ from .prompts import (
     SID_PROMPT_TEMPLATE,
     build_sid_prompt,
     check_length_limit,
-    drop_rows,
-    fit_prompt_length,
+    fit_split_prompts,
 )
 from .readers import (
     SPLIT_FEATURES,
@@ -47,6 +46,7 @@ from .readers import (
     parse_int,
     read_csv_rows,
     read_json,
+    split_record,
 )
 
 
@@ -149,14 +149,8 @@ def _parse_sid_row(row: dict, catalog: ItemCatalog, max_history: int, template: 
         if sid != expected:
             raise ValueError(f"{what}: SID {sid} differs from the index's SID {expected} for item id {item}")
     history_sids, history_ids = history_sids[-max_history:], history_ids[-max_history:]
-    return {
-        "prompt": build_sid_prompt(history_sids, max_history, template),
-        "target": row["item_sid"],
-        "target_item_id": item_id,
-        "history_titles": history_sids,
-        "history_item_ids": history_ids,
-        "user_id": row["user_id"],
-    }
+    record = split_record(row, row["item_sid"], item_id, history_sids, history_ids)
+    return {"prompt": build_sid_prompt(history_sids, max_history, template), **record}
 
 
 def load_sid_split(
@@ -197,15 +191,8 @@ def load_sid_split(
         for k, v in parsed.items():
             records[k].append(v)
     if max_prompt_length is not None:
-        failures = fit_prompt_length(
-            records, lambda k, sids: build_sid_prompt(sids, max_history, template), tokenizer, max_prompt_length
-        )
-        if failures and on_error == "raise":
-            k = min(failures)
-            raise DataError(f"{label}: data row {rows[k][0]} (line {rows[k][1]}): {failures[k]}")
-        skipped.extend((rows[k][0], rows[k][1], why) for k, why in failures.items())
-        skipped.sort()
-        drop_rows(records, set(failures))
+        rebuild = lambda k, sids: build_sid_prompt(sids, max_history, template)  # noqa: E731
+        fit_split_prompts(records, rows, rebuild, tokenizer, max_prompt_length, label, on_error, skipped)
     return finish_split(records, label, skipped, data_row)
 
 

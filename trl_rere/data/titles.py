@@ -19,8 +19,7 @@ from .prompts import (
     category_name as category_noun,
     check_category_name,
     check_length_limit,
-    drop_rows,
-    fit_prompt_length,
+    fit_split_prompts,
     instruction_index,
     known_category_name,
     render_prompt,
@@ -33,6 +32,7 @@ from .readers import (
     finish_split,
     parse_history,
     read_csv_rows,
+    split_record,
 )
 
 
@@ -71,13 +71,7 @@ def _parse_row(row: dict, catalog: ItemCatalog, max_history: int) -> dict:
                 f"{hid}"
             )
     history_ids = history_ids[-max_history:]
-    return {
-        "target": target,
-        "target_item_id": item_id,
-        "history_titles": [catalog.title_of(i) for i in history_ids],
-        "history_item_ids": history_ids,
-        "user_id": row["user_id"],
-    }
+    return split_record(row, target, item_id, [catalog.title_of(i) for i in history_ids], history_ids)
 
 
 def load_amazon_split(
@@ -152,18 +146,8 @@ def load_amazon_split(
         for k, v in parsed.items():
             records[k].append(v)
     if max_prompt_length is not None:
-        failures = fit_prompt_length(
-            records,
-            lambda k, titles: render_prompt(titles, name, chosen[k], template, max_history),
-            tokenizer,
-            max_prompt_length,
-        )
-        if failures and on_error == "raise":
-            k = min(failures)
-            raise DataError(f"{label}: data row {rows[k][0]} (line {rows[k][1]}): {failures[k]}")
-        skipped.extend((rows[k][0], rows[k][1], why) for k, why in failures.items())
-        skipped.sort()
-        drop_rows(records, set(failures))
+        rebuild = lambda k, titles: render_prompt(titles, name, chosen[k], template, max_history)  # noqa: E731
+        fit_split_prompts(records, rows, rebuild, tokenizer, max_prompt_length, label, on_error, skipped)
     return finish_split(records, label, skipped, data_row)
 
 
@@ -191,8 +175,8 @@ def load_title_amazon(
     >>> from trl_rere.testing import write_amazon_folder
     >>> data_dir = write_amazon_folder("tiny-data", category="Industrial_and_Scientific", splits=("valid", "test"))
     >>> catalog, splits = load_title_amazon(data_dir, "Industrial_and_Scientific", splits=("valid", "test"))
-    >>> splits["test"].column_names
-    ['prompt', 'target', 'target_item_id', 'history_titles', 'history_item_ids', 'user_id']
+    >>> splits["valid"][0]["prompt"].splitlines()[-3].startswith("The user has palyed the following industrial")
+    True
     ```
     """
     if isinstance(splits, str):
