@@ -17,8 +17,8 @@ Settings (`--setting`, both by default):
   title  a title catalog's shape: 4 prompts x G=16, prompts of 220 tokens (the authors' prompt with 10 titles),
          completions of 24, Qwen2's 151,936-token vocabulary
 
-Run:  python benchmarks/group_logprobs.py            (about 2 minutes on 2 CPU cores; writes RESULTS.md)
-      python benchmarks/group_logprobs.py --quick    (seconds; RESULTS.md untouched)
+Run:  python benchmarks/group_logprobs.py            (about 2 minutes on 2 CPU cores; writes group_logprobs.md)
+      python benchmarks/group_logprobs.py --quick    (seconds; group_logprobs.md untouched)
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import repro_industrial as ri  # noqa: E402  (sets up sys.path and the environment for the package)
 import torch  # noqa: E402
-from _results import write_section  # noqa: E402
+from _results import BENCHMARKS, write_section  # noqa: E402
 
 from trl_rere.group_logprobs import group_log_probs  # noqa: E402
 
@@ -140,7 +140,7 @@ def main(argv=None):
     ])
     print(table)
     if not a.quick:
-        write_section("group_logprobs", table)
+        write_section(BENCHMARKS / "group_logprobs.md", "group_logprobs", table)
 
 
 if __name__ == "__main__":
