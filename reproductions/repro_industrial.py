@@ -350,7 +350,7 @@ GOALS = {  # other row -> (goal on ReRe's relative NDCG@10 difference to it, as 
     "sft": ("at least +10% (the paper's claim at small scale)", 0.10),
     "grpo_sample": ("above GRPO with sampling", 0.0),
     "beam_rule": ("ranking reward at least as good as rule only", 0.0),
-    "sft_ce": ("above the supervised control on the same prompts (not in the issue)", 0.0),
+    "sft_ce": ("above the supervised control on the same prompts", 0.0),
 }
 
 
@@ -482,7 +482,7 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         f"- Run: `{a.command}`, written {time.strftime('%Y-%m-%d')} (a resumed run's cached stages are older)."
     )
     out = ["### Table (Industrial test subset)", "", *lines, "", "### Relative change over SFT (row 1)", "", *rel_lines,
-           "", "### The issue's comparisons (NDCG@10 of row 4 against each row, paired over users)", "", *goal_lines,
+           "", "### ReRe (row 4) against each row (NDCG@10, paired over users)", "", *goal_lines,
            "", "### RL training curves (per-step group statistics logged by ReReTrainer)", "",
            "Every step draws new pool prompts, so a change from the first to the last steps mixes what RL learned with "
            "how hard those prompts are. To see learning, compare a run with one at `--rl_lr 0` (same prompts, same "

@@ -251,7 +251,7 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps, dev):
     )
     trainer = ReReTrainer(model=str(sft_dir), args=args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
                           processing_class=tok, catalog=catalog)
-    # The dev curve: whether the budget reached the point where dev ranking stops improving (the stopping
+    # The dev curve: whether the budget reached the point where dev ranking stops improving (the stopping
     # rule). Its evaluations are excluded from train_s.
     dev_eval = TimedRankingEval(dev, trainer.trie, tok, num_beams=a.eval_beams, ks=DEFAULT_KS,
                                 eval_steps=max(1, steps // a.dev_points), batch_size=a.eval_batch).attach(trainer)
