@@ -138,3 +138,17 @@ def lean_cpu_logprob_tiles() -> None:
 
     forward_tile._lean = backward_tile._lean = True
     kernels._forward_tile, kernels._backward_tile = forward_tile, backward_tile
+
+
+def install_cpu_shims(a) -> None:
+    """On CPU (`a.device == "cpu"` and `a.cpu_shims != "off"`), installs the shims above (every value identical;
+    checked by tests/test_benchmark_shims.py). They patch TRL's private log-prob tiles in this process only, so no run
+    with `--cpu_shims off` gets them. Sets `a.shims` to what was installed, for the settings a script reports."""
+    a.shims = []
+    if a.device != "cpu" or a.cpu_shims == "off":
+        return
+    if keep_freed_memory():
+        a.shims.append("malloc")
+    cpu_compact_logprobs()  # TRL's fused log-prob head, tuned for Triton devices: same values, less CPU time
+    lean_cpu_logprob_tiles()
+    a.shims += ["compact", "lean"]

@@ -2,10 +2,22 @@
 `reproductions/<name>.md`) and its sections, between `<!-- name:start -->` / `<!-- name:end -->`.
 `benchmarks/RESULTS.md` is the hand-kept index of those pages."""
 
+import os
+import platform
 from pathlib import Path
 
 
 BENCHMARKS = Path(__file__).resolve().parent
+
+
+def hardware(device: str) -> str:
+    """The machine line of a results page: the GPU's name, or the CPU core count (shared with other jobs here)."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        return f"one {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
+    return (f"{os.cpu_count()} CPU cores (torch {torch.__version__}, {platform.processor() or platform.machine()}), "
+            "shared with other jobs")
 
 
 def write_section(page: Path, name: str, body: str) -> None:

@@ -1,7 +1,7 @@
 """50-beam constrained evaluation with HF's default KV cache vs `trl_rere.beam_cache` (shared-prompt layers).
 
 Setting: the Industrial_and_Scientific catalog (3,686 items) and the first `--users` test prompts of the split in the
-short template of `benchmarks/repro_industrial.py` (mean ~60 prompt tokens, titles of up to 68 tokens), a byte-level
+short template of `reproductions/repro_industrial.py` (mean ~60 prompt tokens, titles of up to 68 tokens), a byte-level
 BPE trained on titles and prompts, and a random Qwen2 of the reproduction's size (hidden 128, 4 layers, 2.1M
 parameters), or with `--model` a checkpoint that repro_industrial.py saved (its SFT model and tokenizer: a trained
 model ends its beams the way a real evaluation does, a random one wanders to the longest titles).
@@ -34,8 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from _results import BENCHMARKS, write_section  # noqa: E402  (benchmarks/ is the script's folder)
-from repro_industrial import CATEGORY, SHORT_TEMPLATE, hardware  # noqa: E402
+from _results import BENCHMARKS, hardware, write_section  # noqa: E402  (benchmarks/ is the script's folder)
+from reproductions.repro_industrial import CATEGORY, SHORT_TEMPLATE  # noqa: E402
 from trl_rere.constrained import constrained_beam_search  # noqa: E402
 from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402

@@ -1,6 +1,6 @@
 """What the reproductions share: the rows they compare, the SFT checkpoint cache, the lean SFT loop, the evaluation
 subset and one evaluation run, the statistics of their tables (per-user NDCG, mean and standard error, paired
-differences), the RL curve, the hardware line and the CPU shims.
+differences) and the RL curve; the hardware line and the CPU shims come from `benchmarks/`.
 
 The scripts import it as `reproductions._common` (the repository root is put on `sys.path` by each script, and is the
 test runner's first path entry). Everything the library does (prefix pairs, prompts, completion templates, ranking and
@@ -13,7 +13,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import random
 import statistics
 import sys
@@ -29,6 +28,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from benchmarks._cpu import install_cpu_shims  # noqa: E402, F401  (the reproductions' CPU shims, re-exported)
+from benchmarks._results import hardware  # noqa: E402
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking, ranking_metrics  # noqa: E402
 from trl_rere.item_format import get_item_format  # noqa: E402
 from trl_rere.testing import tiny_causal_lm  # noqa: E402
@@ -55,30 +56,6 @@ def log(msg: str) -> None:
 def config_key(d) -> str:
     """A short hash of a JSON-able configuration: the name of the cache entry computed with it."""
     return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def hardware(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"one {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return (f"{os.cpu_count()} CPU cores (torch {torch.__version__}, {platform.processor() or platform.machine()}), "
-            "shared with other jobs")
-
-
-def install_cpu_shims(a) -> None:
-    """On CPU, the benchmark-only speed-ups of `benchmarks/_cpu.py` (every value identical; checked by
-    tests/test_benchmark_shims.py). They patch TRL's private log-prob tiles in this process, so nothing that imports
-    this module, and no run with `--cpu_shims off`, gets them. Sets `a.shims` to what was installed, for the
-    settings."""
-    a.shims = []
-    if a.device != "cpu" or a.cpu_shims == "off":
-        return
-    from benchmarks._cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles
-
-    if keep_freed_memory():
-        a.shims.append("malloc")
-    cpu_compact_logprobs()  # TRL's fused log-prob head, tuned for Triton devices: same values, less CPU time
-    lean_cpu_logprob_tiles()
-    a.shims += ["compact", "lean"]
 
 
 # -- SFT --------------------------------------------------------------------------------------------------------------

@@ -63,28 +63,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: 
 import torch  # noqa: E402
 
 from benchmarks._results import write_section  # noqa: E402
-from reproductions._common import (  # noqa: E402  (sets up the environment for the package)
-    CATEGORY,
-    REPO,
-    WORK_DIR,
-    cached_sft,
-    config_key,
-    encode_examples,
-    hardware,
-    install_cpu_shims,
-    lean_sft,
-    log,
-    mean_se,
-    metric_cells,
-    new_sft_model,
-    paired_difference,
-    per_user_ndcg,
-    rl_curve,
-    run_eval,
-    save_sft,
-    split_rl_pool,
-)
+# _common sets up the environment for the package; grouped by stage
+from reproductions._common import CATEGORY, REPO, WORK_DIR, config_key, hardware, install_cpu_shims, log  # noqa: E402
+from reproductions._common import cached_sft, encode_examples, lean_sft, new_sft_model, save_sft  # noqa: E402
 from reproductions._common import ROWS as ALL_ROWS  # noqa: E402
+from reproductions._common import rl_curve, run_eval, split_rl_pool  # noqa: E402
+from reproductions._common import mean_se, metric_cells, paired_difference, per_user_ndcg  # noqa: E402
 from trl_rere.data import SID_PROMPT_TEMPLATE, load_amazon, sid_prefix_pairs  # noqa: E402
 from trl_rere.evaluation import DEFAULT_KS, RankingEvalCallback  # noqa: E402
 from trl_rere.sid_tokens import add_sid_tokens  # noqa: E402
