@@ -6,8 +6,9 @@
   (`trl.kernels.chunked_logprob`) for Triton devices; on a CPU an RL step of the reproduction spent about half its
   time in it.
 
-Benchmark-only: the benchmark scripts import this module and opt in when they run on CPU (repro_industrial.py:
-`--cpu_shims on`, its default outside `--quick`); `trl_rere` never imports it, so nothing a user imports is patched.
+Benchmark-only: the benchmark and reproduction scripts opt in with `install_cpu_shims` when they run on CPU
+(repro_industrial.py: `--cpu_shims on`, its default outside `--quick`); `trl_rere` never imports this module, so
+nothing a user imports is patched.
 tests/test_benchmark_shims.py checks, bit for bit, that the shims change no value; it is left out of the default test
 run (it tests TRL internals that only the benchmarks touch): `python -m pytest -q --run-benchmark-tests
 tests/test_benchmark_shims.py`. Example:
