@@ -6,8 +6,9 @@
   (`trl.kernels.chunked_logprob`) for Triton devices; on a CPU an RL step of the reproduction spent about half its
   time in it.
 
-Benchmark-only: the benchmark scripts import this module and opt in when they run on CPU (repro_industrial.py:
-`--cpu_shims on`, its default outside `--quick`); `trl_rere` never imports it, so nothing a user imports is patched.
+Benchmark-only: the benchmark and reproduction scripts opt in with `install_cpu_shims` when they run on CPU
+(repro_industrial.py: `--cpu_shims on`, its default outside `--quick`); `trl_rere` never imports this module, so
+nothing a user imports is patched.
 tests/test_benchmark_shims.py checks, bit for bit, that the shims change no value; it is left out of the default test
 run (it tests TRL internals that only the benchmarks touch): `python -m pytest -q --run-benchmark-tests
 tests/test_benchmark_shims.py`. Example:
@@ -138,3 +139,17 @@ def lean_cpu_logprob_tiles() -> None:
 
     forward_tile._lean = backward_tile._lean = True
     kernels._forward_tile, kernels._backward_tile = forward_tile, backward_tile
+
+
+def install_cpu_shims(a) -> None:
+    """On CPU (`a.device == "cpu"` and `a.cpu_shims != "off"`), installs the shims above (every value identical;
+    checked by tests/test_benchmark_shims.py). They patch TRL's private log-prob tiles in this process only, so no run
+    with `--cpu_shims off` gets them. Sets `a.shims` to what was installed, for the settings a script reports."""
+    a.shims = []
+    if a.device != "cpu" or a.cpu_shims == "off":
+        return
+    if keep_freed_memory():
+        a.shims.append("malloc")
+    cpu_compact_logprobs()  # TRL's fused log-prob head, tuned for Triton devices: same values, less CPU time
+    lean_cpu_logprob_tiles()
+    a.shims += ["compact", "lean"]

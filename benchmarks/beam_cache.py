@@ -1,7 +1,7 @@
 """50-beam constrained evaluation with HF's default KV cache vs `trl_rere.beam_cache` (shared-prompt layers).
 
 Setting: the Industrial_and_Scientific catalog (3,686 items) and the first `--users` test prompts of the split in the
-short template of `benchmarks/repro_industrial.py` (mean ~60 prompt tokens, titles of up to 68 tokens), a byte-level
+short template of `reproductions/repro_industrial.py` (mean ~60 prompt tokens, titles of up to 68 tokens), a byte-level
 BPE trained on titles and prompts, and a random Qwen2 of the reproduction's size (hidden 128, 4 layers, 2.1M
 parameters), or with `--model` a checkpoint that repro_industrial.py saved (its SFT model and tokenizer: a trained
 model ends its beams the way a real evaluation does, a random one wanders to the longest titles).
@@ -11,11 +11,11 @@ prompts, with `shared_prompt_cache=False` (the default: HF's own cache layers af
 Both runs must return the same titles in the same order for every prompt (checked). Time per prompt is the median of
 `--repeats` runs.
 
-Run:  python benchmarks/beam_cache.py --model benchmarks/_work/sft-<key>   (about 20 minutes on 2 CPU cores;
+Run:  python benchmarks/beam_cache.py --model reproductions/_work/sft-<key>   (about 20 minutes on 2 CPU cores;
                                                                          `--batches 10`: about 4)
       python benchmarks/beam_cache.py --device cuda --dtype bfloat16 --size qwen2-0.5b --section beam_cache_cuda
                                      (a random model shaped like Qwen2-0.5B, with its 151,936-token vocabulary)
-      python benchmarks/beam_cache.py --quick    (smoke run, does not write RESULTS.md)
+      python benchmarks/beam_cache.py --quick    (smoke run, does not write beam_cache.md)
 """
 
 from __future__ import annotations
@@ -34,8 +34,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
-from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
-from repro_industrial import CATEGORY, SHORT_TEMPLATE, hardware  # noqa: E402
+from _results import BENCHMARKS, hardware, write_section  # noqa: E402  (benchmarks/ is the script's folder)
+from reproductions.repro_industrial import CATEGORY, SHORT_TEMPLATE  # noqa: E402
 from trl_rere.constrained import constrained_beam_search  # noqa: E402
 from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
@@ -71,7 +71,7 @@ def main(argv=None):
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--size", default="repro", choices=["repro", "qwen2-0.5b"],
                    help="shape of the random model (ignored with --model)")
-    p.add_argument("--section", default="beam_cache", help="RESULTS.md section to write")
+    p.add_argument("--section", default="beam_cache", help="section of benchmarks/beam_cache.md to write")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--no-write", action="store_true")
     a = p.parse_args(argv)
@@ -135,7 +135,7 @@ def main(argv=None):
     ])
     print(table)
     if not a.no_write:
-        write_section(a.section, table)
+        write_section(BENCHMARKS / "beam_cache.md", a.section, table)
     if differ:
         sys.exit("the two caches ranked the catalog differently")
 

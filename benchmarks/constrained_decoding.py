@@ -31,7 +31,7 @@ generate time / STEPS (median of the repeats); the processor's own time is measu
 Run:  python benchmarks/constrained_decoding.py              (about 5-8 minutes on 2 CPU cores)
       python benchmarks/constrained_decoding.py --threads 1  (on a machine shared with other jobs)
       python benchmarks/constrained_decoding.py --quick      (smoke run)
-The table is printed and written to benchmarks/RESULTS.md between this benchmark's markers.
+The table is printed and written to benchmarks/constrained_decoding.md between this benchmark's markers.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ import torch  # noqa: E402
 from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen2ForCausalLM  # noqa: E402
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor  # noqa: E402
 
-from _results import RESULTS, write_section  # noqa: E402  (benchmarks/ is the script's folder)
+from _results import BENCHMARKS, write_section  # noqa: E402  (benchmarks/ is the script's folder)
 from trl_rere.beam_scores import TrieScoreRecorder  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
 
@@ -628,7 +628,7 @@ def main() -> None:
                              "generate_beams no longer does, it sums the processor's recorded edge scores)")
     parser.add_argument("--dict-1m", action="store_true",
                         help="also decode with the nested-dict trie (c) on the 1M catalog (needs several GB)")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not touch RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not touch constrained_decoding.md")
     parser.add_argument("--system-malloc", action="store_true",
                         help="decode with glibc's default malloc (large tensors page-faulted in at every step)")
     args = parser.parse_args()
@@ -751,8 +751,9 @@ def main() -> None:
     print()
     print(section)
     if not args.no_write and not args.quick:
-        write_section("constrained_decoding", section)
-        print(f"\nwritten to {RESULTS.relative_to(REPO)}")
+        page = BENCHMARKS / "constrained_decoding.md"
+        write_section(page, "constrained_decoding", section)
+        print(f"\nwritten to {page.relative_to(REPO)}")
     log("done")
 
 

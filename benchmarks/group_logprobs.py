@@ -13,18 +13,19 @@ which would flatter the shared path).
 
 Settings (`--setting`, both by default):
   sid    the SID reproduction's shape: 64 prompts x G=16, prompts of 61 tokens, completions of 5 (3 codes + newline +
-         EOS), the 1,065-token vocabulary (`benchmarks/repro_sid.py`)
+         EOS), the 1,065-token vocabulary (`reproductions/repro_sid.py`)
   title  a title catalog's shape: 4 prompts x G=16, prompts of 220 tokens (the authors' prompt with 10 titles),
          completions of 24, Qwen2's 151,936-token vocabulary
 
-Run:  python benchmarks/group_logprobs.py            (about 2 minutes on 2 CPU cores; writes RESULTS.md)
-      python benchmarks/group_logprobs.py --quick    (seconds; RESULTS.md untouched)
+Run:  python benchmarks/group_logprobs.py            (about 2 minutes on 2 CPU cores; writes group_logprobs.md)
+      python benchmarks/group_logprobs.py --quick    (seconds; group_logprobs.md untouched)
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import statistics
 import sys
 import time
@@ -32,11 +33,14 @@ from pathlib import Path
 from types import SimpleNamespace
 
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository, for trl_rere
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-import repro_industrial as ri  # noqa: E402  (sets up sys.path and the environment for the package)
 import torch  # noqa: E402
-from _results import write_section  # noqa: E402
+from _cpu import install_cpu_shims  # noqa: E402
+from _results import BENCHMARKS, hardware, write_section  # noqa: E402
 
 from trl_rere.group_logprobs import group_log_probs  # noqa: E402
 
@@ -72,7 +76,7 @@ def main(argv=None):
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     a.device, a.cpu_shims = "cpu", "off" if a.quick else "on"
-    ri.install_cpu_shims(a)
+    install_cpu_shims(a)
     from accelerate import Accelerator
     from transformers import Qwen2Config, Qwen2ForCausalLM
     from trl import GRPOTrainer
@@ -128,7 +132,7 @@ def main(argv=None):
     table = "\n".join([
         "## Scoring a GRPO batch: TRL's full sequences vs each group's prompt once (`benchmarks/group_logprobs.py`)",
         "",
-        f"Command: `python benchmarks/group_logprobs.py`; {ri.hardware('cpu')}, {a.threads} threads; "
+        f"Command: `python benchmarks/group_logprobs.py`; {hardware('cpu')}, {a.threads} threads; "
         f"{datetime.date.today().isoformat()}. Random Qwen2, hidden {a.hidden}, {a.layers} layers, fp32; medians of "
         f"{a.repeats} alternating repeats, seconds per batch; CPU shims: {', '.join(a.shims) or 'none'}. Policy = "
         "forward + backward (the loss's scoring), reference = forward without gradient; the speed-up is over both.",
@@ -140,7 +144,7 @@ def main(argv=None):
     ])
     print(table)
     if not a.quick:
-        write_section("group_logprobs", table)
+        write_section(BENCHMARKS / "group_logprobs.md", "group_logprobs", table)
 
 
 if __name__ == "__main__":

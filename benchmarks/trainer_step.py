@@ -17,10 +17,10 @@ background load. The first `--warmup` steps of each are dropped. Generation time
 trainer's `rollout_func` where it sets one (TRL's public hook) and its `_generate_single_turn` otherwise. Report: median and interquartile range of the step times, the ratio of medians
 ReRe / GRPO (goal: <= 1.0), generation time and mean completion length.
 
-The table is printed and written to benchmarks/RESULTS.md between this benchmark's markers.
+The table is printed and written to benchmarks/trainer_step.md between this benchmark's markers.
 
 Run:  python benchmarks/trainer_step.py            (about 3 minutes on 2 CPU cores)
-      python benchmarks/trainer_step.py --quick    (smoke run, does not write RESULTS.md)
+      python benchmarks/trainer_step.py --quick    (smoke run, does not write trainer_step.md)
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from trl import GRPOConfig, GRPOTrainer  # noqa: E402
 
 from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles  # noqa: E402
-from _results import write_section  # noqa: E402  (benchmarks/ is the script's folder)
+from _results import BENCHMARKS, write_section  # noqa: E402  (benchmarks/ is the script's folder)
 from datasets import Dataset  # noqa: E402
 from transformers import AutoTokenizer  # noqa: E402
 
@@ -62,7 +62,7 @@ from trl_rere.testing import tiny_causal_lm  # noqa: E402
 from trl_rere.trie import DEFAULT_PROMPT_SUFFIX, tokenize_completions  # noqa: E402
 
 
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
+PAGE = BENCHMARKS / "trainer_step.md"
 QWEN2_TOKENIZER = REPO.parent / "shared" / "tokenizers" / "qwen2"
 TOYS_INFO = REPO.parent / "shared" / "data" / "amazon" / "info" / "Toys_and_Games_5_2016-10-2018-11.txt"
 
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=2, help="steps dropped per trainer")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--quick", action="store_true", help="smoke run: tiny sizes, 2 steps, does not write")
-    parser.add_argument("--no-write", action="store_true", help="print only, do not touch RESULTS.md")
+    parser.add_argument("--no-write", action="store_true", help="print only, do not touch trainer_step.md")
     opts = parser.parse_args()
     if opts.quick:
         opts.items, opts.prompts, opts.G, opts.hidden, opts.layers, opts.steps, opts.warmup = 32, 2, 4, 32, 2, 2, 1
@@ -359,8 +359,8 @@ def main() -> None:
     section = "\n".join(lines)
     print(section)
     if not opts.no_write:
-        write_section("trainer_step", section)
-        print(f"\nwritten to {RESULTS.relative_to(REPO)}")
+        write_section(PAGE, "trainer_step", section)
+        print(f"\nwritten to {PAGE.relative_to(REPO)}")
 
 
 if __name__ == "__main__":

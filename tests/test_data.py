@@ -20,6 +20,7 @@ from trl_rere.data import (
     load_amazon,
     load_amazon_split,
     synthetic_catalog_dataset,
+    title_prefix_pairs,
 )
 
 
@@ -105,6 +106,28 @@ def test_instruction_index_is_stable_and_spread():
     picks = {instruction_index(42, r) for r in range(500)}
     assert picks == set(range(len(DEFAULT_INSTRUCTIONS)))
     assert [instruction_index(1, r) for r in range(50)] != [instruction_index(2, r) for r in range(50)]
+
+
+def test_title_prefix_pairs_slide_over_each_sequence_with_the_title_prompt():
+    from datasets import Dataset
+
+    _, users = synthetic_catalog_dataset(num_items=16, num_users=2, history_len=(3, 4), seed=2)
+    rows = Dataset.from_list([users[0], users[0], users[1]])  # a repeated row, as the files' overlapping rows repeat
+    sizes = [len(h) for h in rows["history_titles"]]
+    every = title_prefix_pairs(rows, "Toys_and_Games", max_history=2, unique=False)
+    assert len(every) == sum(sizes)
+    number = 0
+    for row in rows:
+        sequence = list(row["history_titles"]) + [row["target"]]
+        for k in range(1, len(sequence)):
+            pair = every[number]
+            number += 1  # pairs are numbered from 1, and pair n gets the instruction hashed from (seed, n)
+            assert pair["history_titles"] == sequence[max(0, k - 2):k] and pair["target"] == sequence[k]
+            instruction = DEFAULT_INSTRUCTIONS[instruction_index(42, number)]
+            assert pair["prompt"] == build_prompt(pair["history_titles"], "Toys_and_Games", instruction, max_history=2)
+    once = title_prefix_pairs(rows, "Toys_and_Games", max_history=2)
+    assert len(once) == sizes[0] + sizes[2]  # the repeated row's pairs are kept once, with the same prompts
+    assert list(once["prompt"]) == list(every["prompt"][: sizes[0]]) + list(every["prompt"][2 * sizes[0]:])
 
 
 # -- real data ------------------------------------------------------------------------------------------------------

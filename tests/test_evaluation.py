@@ -120,6 +120,21 @@ def test_evaluate_ranking_matches_direct_beam_search(setup, tmp_path):
         assert len(set(line["predictions"])) == len(line["predictions"]) == num_beams
 
 
+def test_evaluate_ranking_returns_the_rows_it_would_write(setup, tmp_path):
+    catalog, dataset, tokenizer, model, trie = setup
+    out = tmp_path / "preds.jsonl"
+    kwargs = dict(num_beams=6, ks=(1, 5), batch_size=4, show_progress=False)
+    metrics, rows = evaluate_ranking(model, tokenizer, dataset, trie, return_predictions=True, **kwargs)
+    assert metrics == evaluate_ranking(model, tokenizer, dataset, trie, predictions_file=out, **kwargs)
+    lines = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["index"] for r in rows] == list(range(dataset.num_rows))
+    for row, line in zip(rows, lines):
+        assert row["target_rank"] == line["target_rank"] and row["predictions"] == line["predictions"]
+    assert ranking_metrics([r["target_rank"] for r in rows], ks=(1, 5)) == {
+        k: v for k, v in metrics.items() if k != "num_examples"
+    }
+
+
 def test_evaluate_ranking_counts_absent_targets_as_misses(setup):
     _, dataset, tokenizer, model, trie = setup
     rows = [dict(ex) for ex in dataset.select(range(3))]

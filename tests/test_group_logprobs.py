@@ -97,7 +97,7 @@ def test_benchmark_quick_run_agrees_and_leaves_results_alone():
     from pathlib import Path
 
     repo = Path(__file__).resolve().parents[1]
-    results = repo / "benchmarks" / "RESULTS.md"
+    results = repo / "benchmarks" / "group_logprobs.md"
     before = results.read_bytes()
     proc = subprocess.run([sys.executable, str(repo / "benchmarks" / "group_logprobs.py"), "--quick", "--repeats", "1",
                            "--threads", "1"], capture_output=True, text=True, timeout=300)

@@ -1,5 +1,6 @@
-"""The reproduction benchmark (benchmarks/repro_industrial.py): its statistics, and one end-to-end run at --quick size
-on the real Industrial data, so that a change in TRL or in the package that breaks the script fails here."""
+"""The title reproduction (reproductions/repro_industrial.py) and the helpers it shares (reproductions/_common.py): its
+statistics, and one end-to-end run at --quick size on the real Industrial data, so that a change in TRL or in the
+package that breaks the script fails here."""
 
 import json
 import math
@@ -10,19 +11,16 @@ from pathlib import Path
 import pytest
 
 
+from reproductions import _common as repro
+
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import repro_industrial as repro  # noqa: E402
 
 
-def test_ndcg_at_ten_counts_ranks_zero_to_nine():
-    assert repro.ndcg_at(0) == 1.0
-    assert repro.ndcg_at(1) == pytest.approx(1 / math.log2(3))
-    assert repro.ndcg_at(9) == pytest.approx(1 / math.log2(11))
-    assert repro.ndcg_at(10) == 0.0  # 11th place is outside the top 10
-    assert repro.ndcg_at(None) == 0.0  # target not among the beams
-    assert repro.ndcg_at(12, k=20) == pytest.approx(1 / math.log2(14))
+def test_per_user_ndcg_counts_ranks_zero_to_nine():
+    runs = [{"ranks": [0, 1, 9, 10, None]}]
+    # 11th place is outside the top 10; None: the target is not among the beams
+    assert repro.per_user_ndcg(runs, 5) == pytest.approx([1.0, 1 / math.log2(3), 1 / math.log2(11), 0.0, 0.0])
 
 
 def test_heldout_pool_is_a_seeded_disjoint_fraction_of_the_pairs():
@@ -58,10 +56,10 @@ def test_per_user_ndcg_averages_a_rows_seeds():
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("repro")
-    results_md = REPO / "benchmarks" / "RESULTS.md"
+    results_md = REPO / "reproductions" / "industrial_titles.md"
     before = results_md.read_bytes() if results_md.exists() else None
     proc = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "repro_industrial.py"), "--quick", "--data_dir", str(data_dir),
+        [sys.executable, str(REPO / "reproductions" / "repro_industrial.py"), "--quick", "--data_dir", str(data_dir),
          "--work_dir", str(work), "--threads", "1"],
         capture_output=True, text=True, timeout=900,
     )
@@ -72,7 +70,7 @@ def quick_run(tmp_path_factory, data_dir):
 
 def test_quick_run_reports_every_row_with_consistent_metrics(quick_run):
     work, stdout, results_untouched = quick_run
-    assert results_untouched  # --quick never writes RESULTS.md
+    assert results_untouched  # --quick never writes the results page
     (summary_path,) = work.glob("summary-*.json")
     summary = json.loads(summary_path.read_text())
     assert list(summary) == ["sft", "sft_ce", "grpo_sample", "beam_rule", "rere"]

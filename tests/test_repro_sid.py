@@ -1,4 +1,4 @@
-"""The semantic-ID reproduction script (benchmarks/repro_sid.py): its dev split, and --quick runs on the real
+"""The semantic-ID reproduction script (reproductions/repro_sid.py): its dev split, and --quick runs on the real
 MiniOneRec data, computed in two invocations (rows and seeds apart) whose results merge into one table."""
 
 import json
@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 
 
+from reproductions import repro_sid
+from trl_rere import synthetic_sid_dataset
+
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))
-
-import repro_sid  # noqa: E402
-
-from trl_rere import synthetic_sid_dataset  # noqa: E402
 
 
 def test_dev_users_last_event_is_held_out_of_the_sft_pairs():
@@ -64,12 +63,12 @@ def test_overlapping_rows_give_each_pair_once_and_hold_out_each_dev_users_latest
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory, data_dir):
     work = tmp_path_factory.mktemp("repro_sid")
-    results_md = REPO / "benchmarks" / "RESULTS.md"
+    results_md = REPO / "reproductions" / "sid.md"
     before = results_md.read_bytes() if results_md.exists() else None
 
     def run(*extra):
         proc = subprocess.run(
-            [sys.executable, str(REPO / "benchmarks" / "repro_sid.py"), "--quick", "--data_dir", str(data_dir),
+            [sys.executable, str(REPO / "reproductions" / "repro_sid.py"), "--quick", "--data_dir", str(data_dir),
              "--work_dir", str(work), "--threads", "1", *extra],
             capture_output=True, text=True, timeout=600,
         )
@@ -84,7 +83,7 @@ def quick(tmp_path_factory, data_dir):
 
 def test_quick_run_reports_every_row(quick):
     work, first, _, results_untouched = quick
-    assert results_untouched  # --quick never writes RESULTS.md
+    assert results_untouched  # --quick never writes the results page
     for label, _, _ in repro_sid.ROWS.values():
         assert f"| {label} |" in first
     assert "HR@10 0.1586, NDCG@10 0.1167" in first  # MiniOneRec's published numbers, for scale
@@ -173,7 +172,7 @@ def test_popularity_breakdown_splits_users_by_how_often_sft_saw_their_target():
 def test_top10_popularity_summary_and_missing_model_folder(tmp_path):
     import collections
 
-    import sid_top10_popularity as top10
+    from reproductions import sid_top10_popularity as top10
 
     counts = collections.Counter({"p1": 12, "p2": 10, "r": 1})
     s = top10.top10_summary([["p1", "p2", "r"], ["p1", "r", "x"]], counts, popular_from=10)

@@ -110,7 +110,8 @@ def evaluate_ranking(
     accelerator=None,
     show_progress: bool = True,
     shared_prompt_cache: bool = False,
-) -> dict[str, float]:
+    return_predictions: bool = False,
+) -> dict[str, float] | tuple[dict[str, float], list[dict]]:
     """Ranks the catalog for every prompt of `dataset` with trie-constrained beam search and scores the targets.
 
     For each row, `num_beams` beams (length_penalty 0) give up to `num_beams` distinct titles, best first; the
@@ -119,6 +120,8 @@ def evaluate_ranking(
 
     `predictions_file`, if given, receives one JSON line per row: `index`, `user_id` (when the dataset has it),
     `target`, `target_rank` (null when absent), `predictions` (titles) and `scores` (summed token log-probs).
+    `return_predictions=True` returns `(metrics, rows)` instead: one dict per row, in dataset order, with `index`,
+    `target_rank`, `predictions` and `scores` (for per-user statistics without a file).
 
     With an `accelerator` (`accelerate.Accelerator` or `PartialState`) running several processes, each process
     evaluates a strided shard, the ranks are gathered once, and every process returns the same metrics; only the main
@@ -171,7 +174,7 @@ def evaluate_ranking(
     is_main = getattr(accelerator, "is_main_process", True) if accelerator is not None else True
     own = _shard_indices(n, rank, world)
     work = _pad_shard(own, n, world) if world > 1 else own
-    keep_predictions = predictions_file is not None
+    keep_predictions = predictions_file is not None or return_predictions
 
     model = _unwrap(model, accelerator)
     was_training = model.training
@@ -215,9 +218,9 @@ def evaluate_ranking(
 
     metrics = ranking_metrics([r["target_rank"] for r in records], ks)
     metrics["num_examples"] = n
-    if keep_predictions and is_main:
+    if predictions_file is not None and is_main:
         _write_predictions(predictions_file, records, targets, user_ids)
-    return metrics
+    return (metrics, records) if return_predictions else metrics
 
 
 def _write_predictions(path, records, targets, user_ids) -> None:

@@ -7,12 +7,12 @@ One job per module, imports running one way (`readers` and `prompts` at the bott
 - `prompts`: the authors' title prompt, MiniOneRec's SID prompt, and one prompt-length fitter.
 - `titles` / `sids`: the two layouts' loaders, side by side.
 - `layouts`: which layout an item format's data comes in, and `load_amazon`.
-- `pairs`: every (history prefix -> next item) pair of a split; `sft`: the prompt-completion view for SFT;
-  `synthetic`: tiny offline catalogs.
+- `pairs`: every (history prefix -> next item) pair of a split, with the title or the SID prompt; `sft`: the
+  prompt-completion view for SFT; `synthetic`: tiny offline catalogs.
 """
 
 from .layouts import LAYOUTS, Layout, get_layout, load_amazon
-from .pairs import sid_prefix_pairs
+from .pairs import prefix_pairs, sid_prefix_pairs, title_prefix_pairs
 from .prompts import (
     CATEGORY_NAMES,
     DEFAULT_INSTRUCTIONS,
@@ -69,6 +69,8 @@ __all__ = [
     "load_sid_split",
     "load_title_amazon",
     "prompt_token_count",
+    "prefix_pairs",
+    "prompt_token_count",
     "prompt_token_counts",
     "read_sid_index",
     "read_sid_info",
@@ -76,4 +78,5 @@ __all__ = [
     "sid_prefix_pairs",
     "synthetic_catalog_dataset",
     "synthetic_sid_dataset",
+    "title_prefix_pairs",
 ]

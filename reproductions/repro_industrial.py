@@ -22,7 +22,7 @@ Pipeline (every row starts from the same SFT checkpoint and gets the same RL bud
 Why a held-out RL pool: the paper trains RL on its SFT data, but a 2M-parameter model trained from scratch memorises
 its SFT pairs (after 5 epochs: completion loss 0.35 on them, 0.71 on held-out pairs), and RL on them taught it to
 trust that memory: ranking on training prompts improved while test ranking fell (the `--rl_pool sft` runs, in the
-git history of RESULTS.md).
+git history of benchmarks/RESULTS.md).
 Holding pairs out costs the SFT model data, so row 1b gives the same pairs to the supervised loss.
 
 Tuning is done on a *dev* subset of test users disjoint from the reported subset (`--eval_split dev`), so the
@@ -33,26 +33,22 @@ kept) over 18k of the valid split's 21k (history prefix -> next item) pairs, 60 
 authors' history line without the instruction preamble) with max_history 2. Widen them (--template default
 --max_history 10 --hidden 256 --sft_epochs 10 --eval_users 0 ...) where compute allows.
 
-Run:  python benchmarks/repro_industrial.py                 (full run: see the wall time in RESULTS.md)
-      python benchmarks/repro_industrial.py --quick         (tiny sanity run, a few minutes; RESULTS.md is not touched)
-      python benchmarks/repro_industrial.py --device cuda --eval_users 2000 --eval_batch 100 --prompts_per_step 32 \
+Run:  python reproductions/repro_industrial.py             (full run: see the wall time in industrial_titles.md)
+      python reproductions/repro_industrial.py --quick     (tiny sanity run, a few minutes; the page is not touched)
+      python reproductions/repro_industrial.py --device cuda --eval_users 2000 --eval_batch 100 --prompts_per_step 32 \
           --rl_steps 99 --seeds 0,1 --results_section repro_industrial_gpu_lr3e-05
-                                                            (the GPU section: the authors' RL batch of 32 prompts x 16,
-                                                            one epoch of the pool, 2000 users; it reused the CPU run's
-                                                            SFT folder, copied into --work_dir, or trains SFT on the GPU)
-Intermediate results (tokenizer, SFT checkpoint, one JSON per row and seed) go to benchmarks/_work/ so an
+                                                            (on a GPU: the authors' RL batch of 32 prompts x 16, one
+                                                            epoch of the pool, 2000 users; copy the CPU run's SFT
+                                                            folder into --work_dir to reuse it, or SFT runs on the GPU)
+Intermediate results (tokenizer, SFT checkpoint, one JSON per row and seed) go to reproductions/_work/ so an
 interrupted run resumes where it stopped (pass --fresh to recompute). The final table is printed and written to
-benchmarks/RESULTS.md between this benchmark's markers.
+reproductions/industrial_titles.md between this reproduction's markers.
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import math
-import os
-import platform
 import random
 import shlex
 import statistics
@@ -62,54 +58,50 @@ import warnings
 from pathlib import Path
 
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: trl_rere, benchmarks, reproductions
 
 import torch  # noqa: E402
 
-# benchmarks/ is the script's folder. Its CPU shims (`_cpu`) are imported only when main() installs them.
-from _results import write_section  # noqa: E402
-from trl_rere.data import (  # noqa: E402
-    DEFAULT_INSTRUCTIONS,
-    DEFAULT_PROMPT_TEMPLATE,
-    build_prompt,
-    instruction_index,
-    load_amazon,
+from benchmarks._results import write_section  # noqa: E402
+from reproductions._common import (  # noqa: E402  (sets up the environment for the package)
+    CATEGORY,
+    REPO,
+    ROWS,
+    WORK_DIR,
+    cached_sft,
+    config_key,
+    encode_examples,
+    eval_subset,
+    hardware,
+    install_cpu_shims,
+    lean_sft,
+    log,
+    mean_se,
+    metric_cells,
+    new_sft_model,
+    paired_difference,
+    per_user_ndcg,
+    rl_curve,
+    run_eval,
+    save_sft,
+    split_rl_pool,
 )
-from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking  # noqa: E402
-from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
+from trl_rere.data import DEFAULT_PROMPT_TEMPLATE, load_amazon, title_prefix_pairs  # noqa: E402
+from trl_rere.evaluation import DEFAULT_KS  # noqa: E402
+from trl_rere.testing import train_tokenizer  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
 
 
-RESULTS = REPO / "benchmarks" / "RESULTS.md"
-CATEGORY = "Industrial_and_Scientific"
+PAGE = REPO / "reproductions" / "industrial_titles.md"
 
 # The authors' history line and response header without the ~90-token instruction preamble, which a model trained
 # from scratch cannot use and which would double every forward pass and the beam-search KV cache on a CPU.
 SHORT_TEMPLATE = "The user has palyed the following {category}s before: {history}\n\n### Response:\n"
 
-# name -> (label, sampling_strategy, rewards)
-ROWS = {
-    "sft": ("1. SFT only", None, None),
-    "sft_ce": ("1b. SFT + cross-entropy on the RL prompts (control)", "ce", None),
-    "grpo_sample": ("2. SFT + GRPO, trie-constrained sampling, rule reward", "sample", ["rule"]),
-    "beam_rule": ("3. SFT + ReRe sampling (beam), rule reward", "beam", ["rule"]),
-    "rere": ("4. SFT + ReRe (beam, rule + ranking)", "beam", ["rule", "ranking"]),
-    "dynamic": ("5. SFT + dynamic sampling, rule + ranking", "dynamic", ["rule", "ranking"]),
-}
-
-
-def log(msg: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
-
-
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"), help="folder with (amazon/)info, valid, test")
-    p.add_argument("--work_dir", default=str(REPO / "benchmarks" / "_work"))
+    p.add_argument("--work_dir", default=str(WORK_DIR))
     p.add_argument("--rows", default="sft,sft_ce,grpo_sample,beam_rule,rere", help=f"comma list of {','.join(ROWS)}")
     p.add_argument("--seeds", default="0", help="RL seeds (comma list); the SFT checkpoint is shared")
     p.add_argument("--sft_seed", type=int, default=0)
@@ -156,14 +148,14 @@ def parse_args(argv=None):
     p.add_argument("--cpu_shims", choices=("on", "off"), default="on",
                    help="on CPU, install benchmarks/_cpu.py's value-preserving speed-ups into TRL and glibc malloc "
                         "(off under --quick, so the sanity run tests stock TRL)")
-    p.add_argument("--quick", action="store_true", help="~2-minute sanity run (tiny sizes, RESULTS.md untouched)")
+    p.add_argument("--quick", action="store_true", help="~2-minute sanity run (tiny sizes, the results page untouched)")
     p.add_argument("--fresh", action="store_true", help="ignore cached results in work_dir")
-    p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    p.add_argument("--no_results", action="store_true", help="do not write reproductions/industrial_titles.md")
     p.add_argument("--results_section", default=None,
-                   help="RESULTS.md section to (over)write (default: repro_industrial_lr{rl_lr}), e.g. one per RL setting")
+                   help="section of industrial_titles.md to (over)write (default: repro_industrial_lr{rl_lr}), e.g. one per RL setting")
     a = p.parse_args(argv)
     # for the settings text: what reproduces this section
-    a.command = shlex.join(["python", "benchmarks/repro_industrial.py", *(sys.argv[1:] if argv is None else argv)])
+    a.command = shlex.join(["python", "reproductions/repro_industrial.py", *(sys.argv[1:] if argv is None else argv)])
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
         a.sft_max_examples, a.sft_epochs, a.sft_batch = 256, 1.0, 32
@@ -173,55 +165,6 @@ def parse_args(argv=None):
         a.no_results = True
         a.cpu_shims = "off"
     return a
-
-
-def cached_sft(work: Path, sft_cfg: dict, fresh: bool) -> tuple[Path, dict | None]:
-    """`(folder, info)` of the SFT checkpoint trained with `sft_cfg`; `info` is None when it has to be trained."""
-    sft_dir = work / f"sft-{_key(sft_cfg)}"
-    info_path = sft_dir / "sft_info.json"
-    if info_path.exists() and not fresh:
-        info = json.loads(info_path.read_text())
-        log(f"SFT: reusing {sft_dir.name} (trained in {info['train_s']:.0f}s)")
-        return sft_dir, info
-    return sft_dir, None
-
-
-def new_sft_model(tok, a):
-    """The randomly initialised model SFT starts from, sized by the command line."""
-    return tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=a.sft_seed,
-                          intermediate_size=a.intermediate, attn_implementation="sdpa").to(a.device)
-
-
-def save_sft(model, tok, sft_dir: Path, info: dict) -> None:
-    """Saves the SFT checkpoint and its info, which `cached_sft` finds again."""
-    model.config.use_cache = True
-    model.to("cpu").save_pretrained(str(sft_dir))
-    tok.save_pretrained(sft_dir)
-    (sft_dir / "sft_info.json").write_text(json.dumps(info))
-
-
-def rl_curve(trainer) -> dict[str, list[float]]:
-    """The per-step group statistics the trainer logged: reward, target in group, NDCG@10, distinct items, KL."""
-    hist = [h for h in trainer.state.log_history if "reward" in h]
-    keys = ("reward", "rere/target_in_group", "rere/NDCG@10", "rere/distinct_items_per_group", "kl")
-    return {k: [round(h.get(k, float("nan")), 4) for h in hist] for k in keys}
-
-
-def install_cpu_shims(a) -> None:
-    """On CPU, the benchmark-only speed-ups of `benchmarks/_cpu.py` (every value identical; checked by
-    tests/test_benchmark_shims.py). They patch TRL's private log-prob tiles in this process, so nothing that imports
-    this module, and no run with `--cpu_shims off`, gets them. Sets `a.shims` to what was installed, for the
-    settings."""
-    a.shims = []
-    if a.device != "cpu" or a.cpu_shims == "off":
-        return
-    from _cpu import cpu_compact_logprobs, keep_freed_memory, lean_cpu_logprob_tiles
-
-    if keep_freed_memory():
-        a.shims.append("malloc")
-    cpu_compact_logprobs()  # TRL's fused log-prob head, tuned for Triton devices: same values, less CPU time
-    lean_cpu_logprob_tiles()
-    a.shims += ["compact", "lean"]
 
 
 def reference_model_note(beta: float, rl_steps: int) -> str:
@@ -243,197 +186,6 @@ def reference_model_note(beta: float, rl_steps: int) -> str:
                 f"every ref_model_sync_steps = {every} steps, so no sync happened in {rl_steps} steps)")
     return (f"reference synced {syncs} time(s), every {every} steps with mixup alpha "
             f"{ReReConfig.ref_model_mixup_alpha:g} (sync_ref_model, as in ReReConfig)")
-
-
-# -----------------------------------------------------------------------------------------------------------------
-def expand_prefixes(valid, template: str, max_history: int, seed: int = 42):
-    """Every (history prefix -> next item) pair of each valid sequence, the valid target last.
-
-    The authors' train split is built this way (sliding over each user's sequence); here it is built from the valid
-    split's own histories, so every event used is earlier than the valid target, and hence than the test target, of
-    the same user: nothing of the test split leaks in.
-    """
-    from datasets import Dataset
-
-    rows = {k: [] for k in ("prompt", "target", "target_item_id", "history_titles", "history_item_ids", "user_id")}
-    n = 0
-    for ex in valid:
-        titles = list(ex["history_titles"]) + [ex["target"]]
-        ids = list(ex["history_item_ids"]) + [ex["target_item_id"]]
-        for k in range(1, len(ids)):
-            n += 1
-            hist = titles[max(0, k - max_history):k]
-            instruction = DEFAULT_INSTRUCTIONS[instruction_index(seed, n)]
-            rows["prompt"].append(build_prompt(hist, CATEGORY, instruction, template, max_history))
-            rows["target"].append(titles[k])
-            rows["target_item_id"].append(ids[k])
-            rows["history_titles"].append(hist)
-            rows["history_item_ids"].append(ids[max(0, k - max_history):k])
-            rows["user_id"].append(ex["user_id"])
-    return Dataset.from_dict(rows)
-
-
-def encode_examples(tok, data) -> list[tuple[list[int], int]]:
-    """(prompt + '"{title}"\\n' + EOS token ids, prompt length) per row: what the SFT loss is computed on."""
-    examples = []
-    for prompt, target in zip(data["prompt"], data["target"]):
-        p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
-        full = tok(prompt + f'"{target}"\n', add_special_tokens=False)["input_ids"]
-        if full[: len(p_ids)] != p_ids:
-            raise ValueError(f"prompt/completion boundary is unstable for {prompt[-40:]!r}")
-        examples.append((full + [tok.eos_token_id], len(p_ids)))
-    return examples
-
-
-def completion_loss(model, examples, batch, pad: int) -> torch.Tensor:
-    """Mean cross-entropy over the completion tokens of `examples[i] for i in batch`; the LM head is applied only
-    where a completion token is predicted."""
-    width = max(len(examples[i][0]) for i in batch)
-    ids = torch.full((len(batch), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    sel_rows, sel_pos, labels = [], [], []
-    for r, i in enumerate(batch):
-        seq, plen = examples[i]
-        ids[r, : len(seq)] = torch.tensor(seq)
-        mask[r, : len(seq)] = 1
-        for j in range(plen, len(seq)):  # hidden state at j-1 predicts token j
-            sel_rows.append(r)
-            sel_pos.append(j - 1)
-            labels.append(seq[j])
-    device = model.device
-    hidden = model.model(input_ids=ids.to(device), attention_mask=mask.to(device)).last_hidden_state
-    logits = model.lm_head(hidden[torch.tensor(sel_rows, device=device), torch.tensor(sel_pos, device=device)])
-    return torch.nn.functional.cross_entropy(logits.float(), torch.tensor(labels, device=device))
-
-
-@torch.no_grad()
-def heldout_loss(model, examples, pad: int, batch_size: int = 64) -> float:
-    was_training = model.training
-    model.eval()
-    order = sorted(range(len(examples)), key=lambda i: len(examples[i][0]))
-    total, n = 0.0, 0
-    for k in range(0, len(order), batch_size):
-        batch = order[k : k + batch_size]
-        tokens = sum(len(examples[i][0]) - examples[i][1] for i in batch)
-        total += completion_loss(model, examples, batch, pad).item() * tokens
-        n += tokens
-    model.train(was_training)
-    return total / n
-
-
-def lean_sft(model, tok, examples, *, epochs: float, lr: float, batch_size: int, seed: int, warmup: float = 0.05,
-             weight_decay: float = 0.01, max_grad_norm: float = 1.0, heldout=None,
-             log_every: int = 50) -> tuple[int, list, list]:
-    """Supervised fine-tuning on prompt -> '"{title}"\\n' + EOS with the loss on the completion only.
-
-    The objective of TRL's `SFTTrainer` with `completion_only_loss=True`, written as a plain loop because on a CPU
-    that trainer costs about 3x more per step here: it computes full-vocabulary logits (and their entropy) at every
-    prompt position, while this loop applies the LM head only where a completion token is predicted. Batches hold
-    examples of similar length (titles run from a few to ~70 tokens), in a seeded random order. With `heldout`
-    (encoded examples the model does not train on), their completion loss is measured at the end of every epoch and
-    the weights of the best epoch are kept (early stopping); the returned step count is that epoch's.
-    """
-    from transformers import get_cosine_schedule_with_warmup
-
-    rng = random.Random(seed)
-    B = batch_size
-    per_epoch = math.ceil(len(examples) / B)
-    total = max(1, int(per_epoch * epochs))
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    sched = get_cosine_schedule_with_warmup(opt, math.ceil(warmup * total), total)  # ceil, as TRL's warmup_ratio
-    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
-    model.train()
-    losses, heldout_curve, window, step, best = [], [], [], 0, None
-    while step < total:
-        order = list(range(len(examples)))
-        rng.shuffle(order)
-        batches = []
-        for m in range(0, len(order), 50 * B):  # sort megabatches of 50 batches by length
-            mega = sorted(order[m : m + 50 * B], key=lambda i: len(examples[i][0]))
-            batches += [mega[i : i + B] for i in range(0, len(mega), B)]
-        rng.shuffle(batches)
-        for batch in batches:
-            if step >= total:
-                break
-            loss = completion_loss(model, examples, batch, pad)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
-            opt.step()
-            sched.step()
-            opt.zero_grad(set_to_none=True)
-            step += 1
-            window.append(loss.item())
-            if step % log_every == 0 or step == total:
-                losses.append((step, round(statistics.fmean(window), 4)))
-                window = []
-                log(f"  SFT step {step}/{total} loss {losses[-1][1]}")
-        if heldout:
-            value = heldout_loss(model, heldout, pad)
-            heldout_curve.append((round(step / per_epoch, 2), round(value, 4)))
-            log(f"  SFT epoch {heldout_curve[-1][0]}: held-out completion loss {heldout_curve[-1][1]}")
-            if best is None or value < best[0]:
-                best = (value, step, {k: v.detach().clone() for k, v in model.state_dict().items()})
-    if best is not None and best[1] != step:
-        model.load_state_dict(best[2])  # early stopping: the epoch with the lowest held-out loss
-        log(f"  SFT: keeping the weights of step {best[1]} (lowest held-out loss {best[0]:.4f})")
-    model.eval()
-    return (best[1] if best is not None else step), losses, heldout_curve
-
-
-def split_rl_pool(train, frac: float, seed: int = 0):
-    """(SFT pairs, RL prompt pool): a seeded random `frac` of the pairs is held out of SFT for RL.
-
-    RL on pairs the SFT model has trained on for several epochs mostly teaches it to trust what it memorised (in-sample
-    ranking improves, held-out ranking does not); a held-out pool gives RL prompts that look like test prompts.
-    """
-    order = list(range(len(train)))
-    random.Random(seed).shuffle(order)
-    n_pool = round(frac * len(train))
-    if not 0 < n_pool < len(train):
-        raise SystemExit(f"--heldout_frac {frac} leaves no SFT or no RL pairs out of {len(train)}")
-    return train.select(sorted(order[n_pool:])), train.select(sorted(order[:n_pool]))
-
-
-def _key(d: dict) -> str:
-    return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:10]
-
-
-def eval_subset(test, n: int, dev_n: int, seed: int, split: str) -> list[int]:
-    """A fixed random permutation of the test users: the first `n` are reported, the last `dev_n` are for tuning
-    (disjoint from the reported ones whatever `n`, unless all users are reported)."""
-    order = list(range(len(test)))
-    random.Random(seed).shuffle(order)
-    if split == "report":
-        idx = order[:n] if n else order
-        if n and n + dev_n > len(order):
-            raise SystemExit(f"--eval_users {n} + --dev_users {dev_n} exceed the {len(order)} test users")
-    else:
-        idx = order[-dev_n:]
-    return sorted(idx)
-
-
-def ndcg_at(rank, k=10) -> float:
-    return 1.0 / math.log2(rank + 2) if rank is not None and rank < k else 0.0
-
-
-def mean_se(xs: list[float]) -> tuple[float, float]:
-    m = statistics.fmean(xs)
-    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
-    return m, se
-
-
-def run_eval(model, tok, data, trie, a, out_json: Path, extra: dict) -> dict:
-    t0 = time.time()
-    preds = out_json.with_suffix(".preds.jsonl")
-    metrics = evaluate_ranking(model, tok, data, trie, num_beams=a.eval_beams, ks=DEFAULT_KS,
-                               batch_size=a.eval_batch, predictions_file=preds, show_progress=False)
-    ranks = [json.loads(line)["target_rank"] for line in open(preds, encoding="utf-8")]
-    preds.unlink()
-    result = {**extra, "metrics": metrics, "ranks": ranks, "eval_s": time.time() - t0, "hardware": hardware(a.device)}
-    out_json.write_text(json.dumps(result))
-    log(f"  eval {out_json.stem}: NDCG@10={metrics['NDCG@10']:.4f} HR@10={metrics['HR@10']:.4f} "
-        f"HR@50={metrics['HR@50']:.4f} ({time.time() - t0:.0f}s)")
-    return result
 
 
 def main(argv=None):
@@ -464,7 +216,9 @@ def main(argv=None):
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
     test = ds["test"]
-    train = expand_prefixes(valid["valid"], template, a.max_history) if a.train_rows == "prefixes" else valid["valid"]
+    # every row's pairs, repeats of a user's overlapping rows included (unique=False), as the reported runs trained
+    train = (title_prefix_pairs(valid["valid"], CATEGORY, a.max_history, template, unique=False)
+             if a.train_rows == "prefixes" else valid["valid"])
     if a.sft_max_examples:
         train = train.select(range(min(a.sft_max_examples, len(train))))
     if a.rl_pool == "heldout":
@@ -479,7 +233,7 @@ def main(argv=None):
     # -- tokenizer ---------------------------------------------------------------------------------------------
     tok_cfg = {"vocab": a.vocab_size, "max_history": a.max_history, "n": len(train), "template": a.template,
                "rows": a.train_rows, **({"pool": a.heldout_frac} if a.rl_pool == "heldout" else {})}
-    tok_dir = work / f"tokenizer-{_key(tok_cfg)}"
+    tok_dir = work / f"tokenizer-{config_key(tok_cfg)}"
     from transformers import PreTrainedTokenizerFast
     if (tok_dir / "tokenizer.json").exists() and not a.fresh:
         tok = PreTrainedTokenizerFast.from_pretrained(tok_dir)
@@ -515,7 +269,7 @@ def main(argv=None):
 
     # -- rows --------------------------------------------------------------------------------------------------
     # the users themselves are part of the key, so a cached result is never reused for another subset
-    eval_tag = f"{a.eval_split}{len(test_eval)}-{_key(eval_idx)}-b{a.eval_beams}"
+    eval_tag = f"{a.eval_split}{len(test_eval)}-{config_key(eval_idx)}-b{a.eval_beams}"
     if a.device != "cpu":  # other kernels, other numerics: never mix with the CPU results
         eval_tag += f"-{a.device.split(':')[0]}"
     results: dict[str, list[dict]] = {}
@@ -528,7 +282,7 @@ def main(argv=None):
         for seed in ([None] if strategy is None else seeds):
             rl_cfg = {"rl": name, "steps": a.rl_steps, "P": a.prompts_per_step, "G": a.G, "lr": a.rl_lr,
                       "beta": a.beta, "warmup": a.warmup_ratio, "seed": seed}
-            tag = f"{name}-{_key(rl_cfg)}" if strategy else "sft"
+            tag = f"{name}-{config_key(rl_cfg)}" if strategy else "sft"
             out_json = sft_dir / f"{tag}-{eval_tag}.json"
             if out_json.exists() and not a.fresh:
                 res = json.loads(out_json.read_text())
@@ -584,9 +338,10 @@ def main(argv=None):
                                                "eval_s": r["eval_s"]} for r in v] for k, v in results.items()}, indent=1))
     if not a.no_results and a.eval_split == "report":
         section = a.results_section or f"repro_industrial_lr{a.rl_lr:g}"
-        title = f"## Small-scale reproduction on Industrial_and_Scientific (`benchmarks/repro_industrial.py`): `{section}`"
-        write_section(section, f"{title}\n\nRL learning rate {a.rl_lr:g}.\n\n" + table)
-        log(f"wrote {RESULTS}")
+        title = ("## Small-scale reproduction on Industrial_and_Scientific (`reproductions/repro_industrial.py`): "
+                 f"`{section}`")
+        write_section(PAGE, section, f"{title}\n\nRL learning rate {a.rl_lr:g}.\n\n" + table)
+        log(f"wrote {PAGE}")
     log(f"total wall time {wall / 60:.1f} min")
 
 
@@ -595,18 +350,8 @@ GOALS = {  # other row -> (goal on ReRe's relative NDCG@10 difference to it, as 
     "sft": ("at least +10% (the paper's claim at small scale)", 0.10),
     "grpo_sample": ("above GRPO with sampling", 0.0),
     "beam_rule": ("ranking reward at least as good as rule only", 0.0),
-    "sft_ce": ("above the supervised control on the same prompts (not in the issue)", 0.0),
+    "sft_ce": ("above the supervised control on the same prompts", 0.0),
 }
-
-
-def per_user_ndcg(runs, n_users: int) -> list[float]:
-    """NDCG@10 of each user, averaged over the row's seeds."""
-    return [statistics.fmean(ndcg_at(r["ranks"][u]) for r in runs) for u in range(n_users)]
-
-
-def paired_difference(mine: list[float], theirs: list[float]) -> tuple[float, float]:
-    """Mean per-user difference and its standard error (the same users in both rows, so differences are paired)."""
-    return mean_se([a - b for a, b in zip(mine, theirs)])
 
 
 def goal_checks(results, n_users: int) -> list[str]:
@@ -633,13 +378,6 @@ def goal_checks(results, n_users: int) -> list[str]:
     return lines
 
 
-def hardware(device: str) -> str:
-    if device.startswith("cuda") and torch.cuda.is_available():
-        return f"one {torch.cuda.get_device_name(device)} (torch {torch.__version__})"
-    return (f"{os.cpu_count()} CPU cores (torch {torch.__version__}, {platform.processor() or platform.machine()}), "
-            "shared with other jobs")
-
-
 def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     ks = DEFAULT_KS
     stage_s = sft_info["train_s"] + sum(r["train_s"] + r["eval_s"] for v in results.values() for r in v)
@@ -653,14 +391,7 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
     for name in rows:
         runs = results[name]
         label = ROWS[name][0]
-        avg = {m: statistics.fmean(r["metrics"][m] for r in runs) for m in runs[0]["metrics"] if m != "num_examples"}
-        cells = []
-        for m in [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks]:
-            vals = [r["metrics"][m] for r in runs]
-            cell = f"{avg[m]:.4f}"
-            if len(vals) > 1:
-                cell += f" ±{(max(vals) - min(vals)) / 2:.4f}"
-            cells.append(cell)
+        cells = metric_cells(runs, [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks])
         # standard error over users of NDCG@10 (of the seed-averaged per-user gain)
         per_user = per_user_ndcg(runs, n_users)
         m, se = mean_se(per_user)
@@ -751,7 +482,7 @@ def render(results, rows, a, sft_info, n_users, wall, mean_prompt_len) -> str:
         f"- Run: `{a.command}`, written {time.strftime('%Y-%m-%d')} (a resumed run's cached stages are older)."
     )
     out = ["### Table (Industrial test subset)", "", *lines, "", "### Relative change over SFT (row 1)", "", *rel_lines,
-           "", "### The issue's comparisons (NDCG@10 of row 4 against each row, paired over users)", "", *goal_lines,
+           "", "### ReRe (row 4) against each row (NDCG@10, paired over users)", "", *goal_lines,
            "", "### RL training curves (per-step group statistics logged by ReReTrainer)", "",
            "Every step draws new pool prompts, so a change from the first to the last steps mixes what RL learned with "
            "how hard those prompts are. To see learning, compare a run with one at `--rl_lr 0` (same prompts, same "

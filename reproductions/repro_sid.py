@@ -16,7 +16,7 @@ Pipeline (every RL row starts from the same SFT checkpoint and gets the same bud
   tokenizer  byte-level BPE trained on the prompt wording, plus one token per SID code (`add_sid_tokens`), or a
              pretrained tokenizer (`--tokenizer path`) with the codes added
   model      a small Qwen2-style causal LM initialised from scratch with the codes in its vocabulary
-  SFT        completion-only cross-entropy (TRL SFTTrainer's objective, `repro_industrial.lean_sft`) on every
+  SFT        completion-only cross-entropy (TRL SFTTrainer's objective, `_common.lean_sft`) on every
              (history prefix -> next item) pair of the valid split's sequences (the dev users' last pair excepted),
              at most `--sft_epochs`, keeping the epoch with the lowest dev loss
   RL pool    `--rl_pool sft` (main table, the authors' recipe): the SFT pairs themselves; `--rl_pool heldout` (second
@@ -35,13 +35,13 @@ Pipeline (every RL row starts from the same SFT checkpoint and gets the same bud
 
 Rows and seeds can run in separate invocations (`--rows rere --seeds 1`): every (row, lr, seed, evaluation) result is
 a JSON file under `--work_dir`, reused when present, and the tables merge whatever results of this configuration are
-there (`--report_only` merges without computing). The main table goes to benchmarks/RESULTS.md, section `repro_sid`
+there (`--report_only` merges without computing). The main table goes to reproductions/sid.md, section `repro_sid`
 (`repro_sid_heldout` for the held-out pool); `--quick` runs a tiny configuration and writes nothing there.
 
-Run:  python benchmarks/repro_sid.py --device cuda                         (main table: lr tuning, then 3 seeds per row)
-      python benchmarks/repro_sid.py --device cuda --rows sft,rere --seeds 0  (part of it; rerun others later)
-      python benchmarks/repro_sid.py --device cuda --rl_pool heldout         (the second table)
-      python benchmarks/repro_sid.py --quick                                 (a minute on a CPU; RESULTS.md untouched)
+Run:  python reproductions/repro_sid.py --device cuda                     (main table: lr tuning, then 3 seeds per row)
+      python reproductions/repro_sid.py --device cuda --rows sft,rere --seeds 0   (part of it; rerun others later)
+      python reproductions/repro_sid.py --device cuda --rl_pool heldout     (the second table)
+      python reproductions/repro_sid.py --quick                             (a minute on a CPU; sid.md untouched)
 """
 
 from __future__ import annotations
@@ -58,39 +58,31 @@ import warnings
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: trl_rere, benchmarks, reproductions
 
-import repro_industrial as ri  # noqa: E402  (sets up sys.path and the environment for the package)
 import torch  # noqa: E402
-from _results import write_section  # noqa: E402
-from repro_industrial import (  # noqa: E402
-    _key,
-    hardware,
-    lean_sft,
-    log,
-    mean_se,
-    paired_difference,
-    per_user_ndcg,
-    run_eval,
-    split_rl_pool,
-)
 
-from trl_rere.data import load_amazon  # noqa: E402
+from benchmarks._results import write_section  # noqa: E402
+# _common sets up the environment for the package; grouped by stage
+from reproductions._common import CATEGORY, REPO, WORK_DIR, config_key, hardware, install_cpu_shims, log  # noqa: E402
+from reproductions._common import cached_sft, encode_examples, lean_sft, new_sft_model, save_sft  # noqa: E402
+from reproductions._common import ROWS as ALL_ROWS  # noqa: E402
+from reproductions._common import rl_curve, run_eval, split_rl_pool  # noqa: E402
+from reproductions._common import mean_se, metric_cells, paired_difference, per_user_ndcg  # noqa: E402
+from trl_rere.data import SID_PROMPT_TEMPLATE, load_amazon, sid_prefix_pairs  # noqa: E402
 from trl_rere.evaluation import DEFAULT_KS, RankingEvalCallback  # noqa: E402
-from trl_rere.item_format import get_item_format  # noqa: E402
-from trl_rere.semantic_ids import SID_PROMPT_TEMPLATE, add_sid_tokens, sid_prefix_pairs  # noqa: E402
+from trl_rere.sid_tokens import add_sid_tokens  # noqa: E402
 from trl_rere.testing import train_tokenizer  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
 
 
-REPO = ri.REPO
-CATEGORY = "Industrial_and_Scientific"
+PAGE = REPO / "reproductions" / "sid.md"
 PUBLISHED = ("MiniOneRec's published Industrial numbers (pretrained Qwen2.5, 8 GPUs; for scale, not comparable to a "
              "model trained from scratch here): MiniOneRec HR@10 0.1586, NDCG@10 0.1167; SASRec NDCG@10 0.0806, "
              "TIGER NDCG@10 0.0908.")
 
 # name -> (label, sampling_strategy, rewards): repro_industrial's rows 1-4, over SIDs
-ROWS = {name: row for name, row in ri.ROWS.items() if name != "dynamic"}
+ROWS = {name: row for name, row in ALL_ROWS.items() if name != "dynamic"}
 GOALS = {"sft": "above SFT", "sft_ce": "above the supervised control", "grpo_sample": "above GRPO with sampling",
          "beam_rule": "ranking reward at least as good as rule only"}
 
@@ -99,7 +91,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"), help="folder with (minionerec/)index")
-    p.add_argument("--work_dir", default=str(REPO / "benchmarks" / "_work" / "sid"))
+    p.add_argument("--work_dir", default=str(WORK_DIR / "sid"))
     p.add_argument("--rows", default=",".join(ROWS), help=f"rows to compute, comma list of {','.join(ROWS)}")
     p.add_argument("--seeds", default="0,1,2", help="RL seeds to compute (comma list); the SFT checkpoint is shared")
     p.add_argument("--report_only", action="store_true", help="compute nothing; merge the cached results")
@@ -138,9 +130,9 @@ def parse_args(argv=None):
                    "when scoring, and the CPU beam cache (same values up to float rounding)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--device", default="cpu")
-    p.add_argument("--quick", action="store_true", help="tiny sanity run; RESULTS.md untouched")
+    p.add_argument("--quick", action="store_true", help="tiny sanity run; sid.md untouched")
     p.add_argument("--fresh", action="store_true", help="ignore cached results")
-    p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    p.add_argument("--no_results", action="store_true", help="do not write reproductions/sid.md")
     a = p.parse_args(argv)
     if a.dev_points < 1:
         p.error(f"--dev_points must be at least 1, got {a.dev_points}")
@@ -179,24 +171,11 @@ def split_dev(valid, n_dev: int, seed: int):
     return pairs.select([i for i, e in enumerate(events(pairs)) if e not in held]), dev
 
 
-def encode_sid_examples(tok, data) -> list[tuple[list[int], int]]:
-    """(prompt + '{sid}\\n' + EOS token ids, prompt length) per row, as the trie and TRL tokenize them."""
-    fmt = get_item_format("sid")
-    prompts = tok(list(data["prompt"]))["input_ids"]
-    fulls = tok([p + fmt.render(t) for p, t in zip(data["prompt"], data["target"])])["input_ids"]
-    examples = []
-    for p_ids, full in zip(prompts, fulls):
-        if full[: len(p_ids)] != p_ids:
-            raise ValueError("the prompt/completion boundary is unstable")
-        examples.append((full + [tok.eos_token_id], len(p_ids)))
-    return examples
-
-
 def build_tokenizer(a, catalog, work: Path):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    cfg = {"tok": a.tokenizer, "vocab": a.vocab_size, "codes": _key(sorted(catalog.titles))}
-    tok_dir = work / f"tokenizer-{_key(cfg)}"
+    cfg = {"tok": a.tokenizer, "vocab": a.vocab_size, "codes": config_key(sorted(catalog.titles))}
+    tok_dir = work / f"tokenizer-{config_key(cfg)}"
     if (tok_dir / "tokenizer.json").exists() and not a.fresh:
         return PreTrainedTokenizerFast.from_pretrained(tok_dir), tok_dir.name
     if a.tokenizer == "bpe":
@@ -241,7 +220,7 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps, dev):
     if strategy == "ce":
         model = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=torch.float32).to(a.device)
         picks = random.Random(seed).sample(range(len(rl_pool)), min(len(rl_pool), steps * a.prompts_per_step))
-        lean_sft(model, tok, encode_sid_examples(tok, rl_pool.select(picks)), epochs=1.0, lr=lr,
+        lean_sft(model, tok, encode_examples(tok, rl_pool.select(picks), "sid"), epochs=1.0, lr=lr,
                  batch_size=a.prompts_per_step, seed=seed, warmup=a.warmup_ratio, weight_decay=0.0,
                  max_grad_norm=ReReConfig.max_grad_norm, log_every=max(1, steps // 4))
         return model, {"train_s": time.time() - t0}
@@ -256,13 +235,13 @@ def train_row(name, lr, seed, a, sft_dir, tok, catalog, rl_pool, steps, dev):
     )
     trainer = ReReTrainer(model=str(sft_dir), args=args, train_dataset=rl_pool.select_columns(["prompt", "target"]),
                           processing_class=tok, catalog=catalog)
-    # The dev curve: whether the budget reached the point where dev ranking stops improving (the issue's stopping
+    # The dev curve: whether the budget reached the point where dev ranking stops improving (the stopping
     # rule). Its evaluations are excluded from train_s.
     dev_eval = TimedRankingEval(dev, trainer.trie, tok, num_beams=a.eval_beams, ks=DEFAULT_KS,
                                 eval_steps=max(1, steps // a.dev_points), batch_size=a.eval_batch).attach(trainer)
     trainer.train()
     train_s = time.time() - t0
-    curve = ri.rl_curve(trainer)
+    curve = rl_curve(trainer)
     curve["dev"] = [[h["step"], round(h["eval_NDCG@10"], 4)] for h in trainer.state.log_history
                     if "eval_NDCG@10" in h]
     train_s -= dev_eval.seconds
@@ -277,7 +256,7 @@ def run_name(name: str, lr, seed, a, steps: int) -> str:
         return "sft"
     cfg = {"rl": name, "steps": steps, "P": a.prompts_per_step, "G": a.G, "lr": lr, "beta": a.beta,
            "warmup": a.warmup_ratio, "seed": seed, "pool": a.rl_pool}
-    return f"{name}-{_key(cfg)}"
+    return f"{name}-{config_key(cfg)}"
 
 
 def trained_model(name, lr, seed, a, ctx):
@@ -370,11 +349,7 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None) -> str:
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     base = per_user_ndcg(results["sft"], n_users) if "sft" in results else None
     for name, runs in results.items():
-        cells = []
-        for m in [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks]:
-            vals = [r["metrics"][m] for r in runs]
-            cells.append(f"{statistics.fmean(vals):.4f}" + (f" ±{(max(vals) - min(vals)) / 2:.4f}" if len(vals) > 1
-                                                             else ""))
+        cells = metric_cells(runs, [f"HR@{k}" for k in ks] + [f"NDCG@{k}" for k in ks])
         per_user = per_user_ndcg(runs, n_users)
         m, se = mean_se(per_user)
         delta = dse = "—"
@@ -456,7 +431,7 @@ def main(argv=None):
     a = parse_args(argv)
     torch.set_num_threads(a.threads)
     a.cpu_shims = "off" if a.quick else "on"  # as repro_industrial: the default suite's --quick runs stock TRL
-    ri.install_cpu_shims(a)
+    install_cpu_shims(a)
     warnings.filterwarnings("ignore", category=UserWarning)
     import transformers
 
@@ -494,28 +469,29 @@ def main(argv=None):
     sft_cfg = {"tok": tok_name, "hidden": a.hidden, "layers": a.layers, "heads": a.heads, "inter": a.intermediate,
                "epochs": a.sft_epochs, "lr": a.sft_lr, "bs": a.sft_batch, "seed": a.sft_seed, "n": len(train),
                "dev": a.dev_users, "pool": a.rl_pool, "frac": a.heldout_frac, "hist": a.max_history}
-    sft_dir, sft_info = ri.cached_sft(work, sft_cfg, a.fresh)
+    sft_dir, sft_info = cached_sft(work, sft_cfg, a.fresh)
     if sft_info is None and a.report_only:
         sys.exit(f"no SFT checkpoint for this configuration in {work}")
     elif sft_info is None:
-        model = ri.new_sft_model(tok, a)
+        model = new_sft_model(tok, a)
         t0 = time.time()
-        steps_kept, losses, heldout = lean_sft(model, tok, encode_sid_examples(tok, train), epochs=a.sft_epochs,
+        steps_kept, losses, heldout = lean_sft(model, tok, encode_examples(tok, train, "sid"), epochs=a.sft_epochs,
                                                lr=a.sft_lr, batch_size=a.sft_batch, seed=a.sft_seed,
-                                               heldout=encode_sid_examples(tok, dev))
+                                               heldout=encode_examples(tok, dev, "sid"))
         sft_s = time.time() - t0
         n_batches = math.ceil(len(train) / a.sft_batch)
         log(f"SFT: {max(1, int(n_batches * a.sft_epochs))} steps in {sft_s:.0f}s "
             f"({sft_s / max(1, int(n_batches * a.sft_epochs)):.3f} s/step); kept step {steps_kept}")
         sft_info = {"train_s": sft_s, "steps": steps_kept, "losses": losses, "heldout": heldout,
                     "params": sum(p.numel() for p in model.parameters())}
-        ri.save_sft(model, tok, sft_dir, sft_info)
+        save_sft(model, tok, sft_dir, sft_info)
         del model
 
     suffix = "" if a.device == "cpu" else f"-{a.device.split(':')[0]}"
+    dev_tag = f"dev{len(dev)}-{config_key(list(dev['user_id']))}-b{a.eval_beams}{suffix}"
     ctx = {"sft_dir": sft_dir, "trained": set(), "tok": tok, "catalog": catalog, "trie": trie, "rl_pool": rl_pool,
-           "steps": steps, "dev": dev, "dev_tag": f"dev{len(dev)}-{_key(list(dev['user_id']))}-b{a.eval_beams}{suffix}"}
-    report_tag = f"test{len(test)}-{_key(list(test['user_id']))}-b{a.eval_beams}{suffix}"
+           "steps": steps, "dev": dev, "dev_tag": dev_tag}
+    report_tag = f"test{len(test)}-{config_key(list(test['user_id']))}-b{a.eval_beams}{suffix}"
     compute = set() if a.report_only else set(rows)
 
     sft_dev = get_result("sft", None, None, ctx["dev_tag"], dev, "sft" in compute, a, ctx)
@@ -558,10 +534,10 @@ def main(argv=None):
         indent=1))
     if not a.no_results:
         section = "repro_sid" if a.rl_pool == "sft" else "repro_sid_heldout"
-        title = ("## ReRe over semantic IDs on Industrial_and_Scientific (`benchmarks/repro_sid.py`"
+        title = ("## ReRe over semantic IDs on Industrial_and_Scientific (`reproductions/repro_sid.py`"
                  + (")" if a.rl_pool == "sft" else ", held-out RL pool)"))
-        write_section(section, f"{title}\n\n{table}")
-        log(f"wrote section {section} of {ri.RESULTS}")
+        write_section(PAGE, section, f"{title}\n\n{table}")
+        log(f"wrote section {section} of {PAGE}")
     log(f"total wall time {(time.time() - t_start) / 60:.1f} min")
 
 

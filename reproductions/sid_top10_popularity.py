@@ -1,14 +1,14 @@
 """Which items the SID reproduction's models put in their top 10: how popular (how often an SFT target), how many
 distinct items over all users, and how often the most frequent first choice recurs.
 
-It reads models that `benchmarks/repro_sid.py` trained and cached (the SFT checkpoint folder and its `<row>-<hash>-model`
-subfolders), ranks a seeded sample of the test users with the same 50-beam constrained search, and writes the table
-to the `sid_top10_popularity` section of benchmarks/RESULTS.md. It explains the `repro_sid` popularity table: a row
-that loses on popular targets and gains on rare ones should show fewer popular items in its top 10.
+It reads models that `reproductions/repro_sid.py` trained and cached (the SFT checkpoint folder and its
+`<row>-<hash>-model` subfolders), ranks a seeded sample of the test users with the same 50-beam constrained search, and
+writes the table to reproductions/sid_top10_popularity.md. It explains the `repro_sid` popularity table: a row that
+loses on popular targets and gains on rare ones should show fewer popular items in its top 10.
 
 Run (after repro_sid.py; model folder names are those in its work folder):
 
-    python benchmarks/sid_top10_popularity.py --sft_dir benchmarks/_work/sid/sft-6301c89db4 \\
+    python reproductions/sid_top10_popularity.py --sft_dir reproductions/_work/sid/sft-6301c89db4 \\
         --models rere-141f842730-model,beam_rule-a9d4214d3e-model,grpo_sample-39a97b2bc3-model
 """
 
@@ -16,25 +16,26 @@ from __future__ import annotations
 
 import argparse
 import collections
-import json
 import random
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: trl_rere, benchmarks, reproductions
 
-import repro_sid  # noqa: E402  (sets up sys.path and the environment for the package)
 import torch  # noqa: E402
-from _results import write_section  # noqa: E402
-from repro_industrial import hardware  # noqa: E402
 
+from benchmarks._results import write_section  # noqa: E402
+from reproductions._common import CATEGORY, REPO, hardware, split_rl_pool  # noqa: E402
+from reproductions.repro_sid import popularity_thirds, split_dev  # noqa: E402
 from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.evaluation import evaluate_ranking  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
+
+
+PAGE = REPO / "reproductions" / "sid_top10_popularity.md"
 
 
 def parse_args(argv=None):
@@ -42,7 +43,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--sft_dir", required=True, help="repro_sid.py's SFT checkpoint folder (tokenizer and SFT model)")
     p.add_argument("--models", required=True, help="comma list of model folders inside --sft_dir")
-    p.add_argument("--data_dir", default=str(repro_sid.REPO.parent / "shared" / "data"))
+    p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
     p.add_argument("--dev_users", type=int, default=300, help="as repro_sid.py: the SFT pairs exclude them")
     p.add_argument("--heldout_frac", type=float, default=None, help="as repro_sid.py --rl_pool heldout, if used")
     p.add_argument("--eval_seed", type=int, default=1234, help="repro_sid.py's dev split seed")
@@ -50,7 +51,7 @@ def parse_args(argv=None):
     p.add_argument("--sample_seed", type=int, default=7)
     p.add_argument("--beams", type=int, default=50)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--no_results", action="store_true", help="do not write benchmarks/RESULTS.md")
+    p.add_argument("--no_results", action="store_true", help="do not write reproductions/sid_top10_popularity.md")
     return p.parse_args(argv)
 
 
@@ -87,13 +88,13 @@ def main(argv=None):
     missing = [m for m in names if not (sft_dir / m / "config.json").is_file()]
     if missing or not (sft_dir / "config.json").is_file():
         sys.exit(f"not a trained model folder in {sft_dir}: {', '.join(missing) or '(the SFT checkpoint itself)'}")
-    catalog, ds = load_amazon(a.data_dir, repro_sid.CATEGORY, splits=("valid", "test"), item_format="sid",
+    catalog, ds = load_amazon(a.data_dir, CATEGORY, splits=("valid", "test"), item_format="sid",
                               max_history=10)
-    train, _ = repro_sid.split_dev(ds["valid"], a.dev_users, a.eval_seed)
+    train, _ = split_dev(ds["valid"], a.dev_users, a.eval_seed)
     if a.heldout_frac:
-        train, _ = repro_sid.split_rl_pool(train, a.heldout_frac)
+        train, _ = split_rl_pool(train, a.heldout_frac)
     counts = collections.Counter(train["target"])
-    _, popular_from = repro_sid.popularity_thirds([counts[t] for t in ds["test"]["target"]])
+    _, popular_from = popularity_thirds([counts[t] for t in ds["test"]["target"]])
     test = ds["test"].select(sorted(random.Random(a.sample_seed).sample(range(len(ds["test"])), a.users)))
     tok = AutoTokenizer.from_pretrained(sft_dir)
     trie = ItemTrie.from_catalog(catalog, tok, item_format="sid")
@@ -101,26 +102,23 @@ def main(argv=None):
     lines = ["| model | popular items in the top 10 | mean SFT-target count of the top 10 | distinct items in all "
              "top 10s | users sharing the most frequent first choice | NDCG@10 (these users) |", "|---|---|---|---|---|---|"]
     t0 = time.time()
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in ["sft", *names]:
-            model = AutoModelForCausalLM.from_pretrained(sft_dir if name == "sft" else sft_dir / name).eval()
-            preds = Path(tmp) / f"{name}.jsonl"
-            metrics = evaluate_ranking(model, tok, test, trie, num_beams=a.beams, batch_size=10,
-                                       predictions_file=preds, show_progress=False)
-            rows = [json.loads(line)["predictions"] for line in preds.read_text(encoding="utf-8").splitlines()]
-            s = top10_summary(rows, counts, popular_from)
-            lines.append(f"| {name} | {s['popular_share']:.3f} | {s['mean_count']:.1f} | {s['distinct']} | "
-                         f"{s['top1_most_common']} | {metrics['NDCG@10']:.4f} |")
-            print(lines[-1], flush=True)
+    for name in ["sft", *names]:
+        model = AutoModelForCausalLM.from_pretrained(sft_dir if name == "sft" else sft_dir / name).eval()
+        metrics, rows = evaluate_ranking(model, tok, test, trie, num_beams=a.beams, batch_size=10,
+                                         show_progress=False, return_predictions=True)
+        s = top10_summary([row["predictions"] for row in rows], counts, popular_from)
+        lines.append(f"| {name} | {s['popular_share']:.3f} | {s['mean_count']:.1f} | {s['distinct']} | "
+                     f"{s['top1_most_common']} | {metrics['NDCG@10']:.4f} |")
+        print(lines[-1], flush=True)
     table = "\n".join(lines)
-    body = (f"## Top-10 popularity of the SID reproduction's models (`benchmarks/sid_top10_popularity.py`)\n\n{table}\n\n"
+    body = (f"## Top-10 popularity of the SID reproduction's models (`reproductions/sid_top10_popularity.py`)\n\n{table}\n\n"
             f"Popular: an SFT target at least {popular_from} times (the popular third of the test users' targets); "
             f"{a.users} test users sampled with seed {a.sample_seed}, {a.beams} beams; models from `{sft_dir.name}`.\n\n"
-            f"Run: `python benchmarks/sid_top10_popularity.py --sft_dir {a.sft_dir} --models {a.models}`, "
+            f"Run: `python reproductions/sid_top10_popularity.py --sft_dir {a.sft_dir} --models {a.models}`, "
             f"{hardware('cpu')}, {time.strftime('%Y-%m-%d')}, {(time.time() - t0) / 60:.0f} min.")
     print(table)
     if not a.no_results:
-        write_section("sid_top10_popularity", body)
+        write_section(PAGE, "sid_top10_popularity", body)
 
 
 if __name__ == "__main__":
