@@ -16,7 +16,7 @@ from tokenizers import processors  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
 from trl_rere import ItemCatalog, ItemTrie, ReReConfig, ReReTrainer  # noqa: E402
-from trl_rere.constrained import tokenize_prompts  # noqa: E402
+from trl_rere.decoding import tokenize_prompts  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
 
 

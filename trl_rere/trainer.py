@@ -14,15 +14,23 @@ from accelerate.utils import gather_object, is_peft_model
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
-from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
+from ._compat import (
+    ROLLOUT_FUNC_NOTICE,
+    EnvironmentFactory,
+    RewardFunc,
+    RolloutFunc,
+    checkpointing_kwargs,
+    metric_buffer,
+    quiet_checkpointing_alias,
+    summon_full_params,
+)
 from .catalog import ItemCatalog
 from .config import ReReConfig
-from .constrained import tokenize_prompts
-from .evaluation import ranking_metrics
+from .decoding import DecodingOptions, draw_groups, tokenize_prompts
 from .group_logprobs import group_log_probs
+from .metrics import ranking_metrics
 from .rewards import resolve_reward_funcs
-from .sampling import draw_groups
 from .trie import ItemTrie
 
 
@@ -141,7 +149,7 @@ class ReReTrainer(GRPOTrainer):
         with warnings.catch_warnings():
             # rollout_func is TRL's documented extension point for custom generation; its "experimental" notice is
             # about TRL's API, which this package pins, not something the user can act on.
-            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            warnings.filterwarnings("ignore", message=ROLLOUT_FUNC_NOTICE)
             super().__init__(
                 model=model,
                 reward_funcs=reward_funcs,
@@ -292,32 +300,20 @@ class ReReTrainer(GRPOTrainer):
             raise RuntimeError("expected the repeated-prompt layout [p0]*G + [p1]*G + ... from TRL's RepeatSampler")
         prompt_ids = self.encode_prompts(prompts[::group_size], self._rows[::group_size])
         target_index = [self.catalog.index(t) if t in self.catalog else -1 for t in targets[::group_size]]
-        tokenizer = self.tokenizer
+        options = DecodingOptions.from_args(args, pad_token_id=self.tokenizer.pad_token_id)
         with (
             profiling_context(self, "rere.generate"),
+            quiet_checkpointing_alias(),
             unwrap_model_for_generation(
                 self.model_wrapped,
                 self.accelerator,
                 gather_deepspeed3_params=args.ds3_gather_for_generation,
-                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+                gradient_checkpointing_kwargs=checkpointing_kwargs(args),
             ) as unwrapped_model,
-            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+            summon_full_params(self),
         ):
             groups = draw_groups(
-                unwrapped_model,
-                prompt_ids,
-                self.trie,
-                args.sampling_strategy,
-                group_size,
-                target_index,
-                pad_token_id=tokenizer.pad_token_id,
-                beam_width=args.beam_width,
-                dynamic_sampling_factor=args.dynamic_sampling_factor,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                top_k=args.top_k,
-                add_gt=args.add_gt,
-                shared_prompt_cache=args.shared_prompt_cache,
+                unwrapped_model, prompt_ids, self.trie, options, group_size, target_index, add_gt=args.add_gt
             )
         offset = self.accelerator.process_index * num_prompts
         output: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
@@ -352,7 +348,7 @@ class ReReTrainer(GRPOTrainer):
             )
         if self.accelerator.num_processes > 1:
             rows = gather_object(rows)
-        metrics = self._metrics[mode]
+        metrics = metric_buffer(self, mode)
         in_group = sum(r["rank"] is not None for r in rows) / len(rows)
         metrics["rere/target_in_group"].append(in_group)
         metrics["rere/distinct_items_per_group"].append(sum(r["distinct"] for r in rows) / len(rows))
