@@ -14,7 +14,8 @@ import pytest
 import trl_rere
 
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(trl_rere.__path__, "trl_rere."))
+# walk_packages: subpackages (trl_rere.decoding) hold their examples in their own modules
+MODULES = sorted(m.name for m in pkgutil.walk_packages(trl_rere.__path__, "trl_rere."))
 FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
 
 

@@ -33,7 +33,7 @@ ROWS = [{"prompt": prompt_for(t), "target": TITLES[(k + 1) % 16], "user_id": f"u
 
 def make_args(tmp_path, **kw):
     defaults = dict(per_device_train_batch_size=2 * G, num_generations=G, max_steps=1, logging_steps=1,
-                    learning_rate=1e-3, report_to=[], use_cpu=True, gradient_checkpointing=False, save_strategy="no",
+                    learning_rate=1e-3, report_to=[], use_cpu=True, activation_checkpointing=False, save_strategy="no",
                     disable_tqdm=True, seed=0)
     defaults.update(kw)
     return ReReConfig(output_dir=str(tmp_path / "out"), **defaults)

@@ -70,8 +70,9 @@ CACHE_ARG = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOu
 _ARG_NAMES = {f.name for f in dataclasses.fields(TrainingArguments)}
 CHECKPOINTING_ARG = "activation_checkpointing" if "activation_checkpointing" in _ARG_NAMES else "gradient_checkpointing"
 CHECKPOINTING_KWARGS_ARG = f"{CHECKPOINTING_ARG}_kwargs"
-# TRL's `unwrap_model_for_generation` reads the deprecated `model.is_gradient_checkpointing` (and toggles the old
-# `gradient_checkpointing_*` methods) on every rollout; the warning is TRL's to fix, not the user's.
+# TRL reads the deprecated `model.is_gradient_checkpointing` (and toggles the old `gradient_checkpointing_*` methods)
+# around every generation round (`disable_gradient_checkpointing`, `unwrap_model_for_generation`), and PEFT reads it
+# when it wraps a model; the notice is theirs to act on, not the user's.
 _CHECKPOINTING_ALIAS_WARNING = r"`(is_)?gradient_checkpointing(_enable|_disable)?` is deprecated"
 
 

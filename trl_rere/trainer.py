@@ -146,7 +146,7 @@ class ReReTrainer(GRPOTrainer):
         reward_funcs = resolve_reward_funcs(reward_funcs if reward_funcs is not None else args.rewards)
         if not reward_funcs:
             raise ValueError("no reward functions: pass reward_funcs or set args.rewards (e.g. ['rule', 'ranking'])")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_checkpointing_alias():
             # rollout_func is TRL's documented extension point for custom generation; its "experimental" notice is
             # about TRL's API, which this package pins, not something the user can act on.
             warnings.filterwarnings("ignore", message=ROLLOUT_FUNC_NOTICE)
@@ -207,14 +207,17 @@ class ReReTrainer(GRPOTrainer):
 
     # -- the rows behind the prompts ----------------------------------------------------------------------------
     # TRL hands rollout_func the prompts only; the sampler also needs each row's target (dynamic sampling, add_gt,
-    # the group metrics). Both public entry points that lead to generation see the rows first.
+    # the group metrics). Both public entry points that lead to generation see the rows first. TRL toggles
+    # checkpointing around generation through transformers' deprecated aliases; that notice is TRL's to act on.
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._rows = inputs
-        return super().training_step(model, inputs, num_items_in_batch)
+        with quiet_checkpointing_alias():
+            return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         self._rows = inputs
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        with quiet_checkpointing_alias():
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     # -- scoring: each group's prompt once ------------------------------------------------------------------------
     # The one private GRPOTrainer method ReRe overrides: TRL scores every completion over prompt + completion, and a
@@ -303,7 +306,7 @@ class ReReTrainer(GRPOTrainer):
         options = DecodingOptions.from_args(args, pad_token_id=self.tokenizer.pad_token_id)
         with (
             profiling_context(self, "rere.generate"),
-            quiet_checkpointing_alias(),
+            quiet_checkpointing_alias(),  # also when rollout runs outside training_step / prediction_step
             unwrap_model_for_generation(
                 self.model_wrapped,
                 self.accelerator,

@@ -334,7 +334,7 @@ def train(args) -> None:
         sampling_strategy=args.strategy,
         shared_prompt_logprobs=args.shared_prompt_logprobs,
         # the shared prompt pass needs its KV cache, which gradient checkpointing drops (ReReConfig refuses both)
-        **({"gradient_checkpointing": False} if args.shared_prompt_logprobs else {}),
+        **({"activation_checkpointing": False} if args.shared_prompt_logprobs else {}),
     )
 
     peft_config = None

@@ -129,7 +129,7 @@ def beam_search_cache(cache, max_new_tokens: int):
     >>> shared = beam_search_cache(cache, max_new_tokens=8)
     >>> all(isinstance(layer, SharedPromptLayer) for layer in shared.layers)
     True
-    >>> out = model.generate(prompt, num_beams=4, max_new_tokens=8, past_key_values=shared, do_sample=False)
+    >>> out = model.generate(prompt, num_beams=4, max_new_tokens=8, cache=shared, do_sample=False)
     ```
     """
     layers = getattr(cache, "layers", None)
