@@ -165,48 +165,33 @@ class HFGenerate:
     Example:
     ```python
     >>> from trl_rere.testing import tiny_recommender
-    >>> from trl_rere.decoding import DecodingOptions, HFGenerate, tokenize_prompts
+    >>> from trl_rere.decoding import DecodingOptions, HFGenerate, cut_after_eos, tokenize_prompts
     >>> catalog, tokenizer, model, trie = tiny_recommender()  # 5 titles, a random tiny Qwen2, the title trie
     >>> prompt_ids = tokenize_prompts(tokenizer, ['"Red Ball"\\n### Response:\\n'], trie)
-    >>> out = HFGenerate().beam_search(model.eval(), prompt_ids, trie, num_beams=4, options=DecodingOptions())
-    >>> out.completion_ids.shape[0], out.rows_per_prompt, bool((out.scores[:-1] >= out.scores[1:]).all())
-    (4, 4, True)
+    >>> out = HFGenerate().sample(model.eval(), prompt_ids, trie, num_samples=3, options=DecodingOptions("sample"))
+    >>> rows = [cut_after_eos(row, trie.eos_token_id) for row in out.completion_ids.tolist()]
+    >>> out.rows_per_prompt, all(trie.lookup(row) >= 0 for row in rows)  # every sample is a catalog item
+    (3, True)
     ```
     """
 
-    def _pad(self, model, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, options: DecodingOptions):
+    def _batch(self, model, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, options: DecodingOptions) -> dict:
+        """The padded prompts as the tensor-level functions' arguments."""
         pad_id = options.pad_token_id if options.pad_token_id is not None else trie.eos_token_id
-        device = next(model.parameters()).device
-        return *left_pad([list(p) for p in prompt_ids], pad_id, device), pad_id
+        input_ids, attention_mask = left_pad([list(p) for p in prompt_ids], pad_id, next(model.parameters()).device)
+        return dict(model=model, input_ids=input_ids, attention_mask=attention_mask, trie=trie, pad_token_id=pad_id)
 
     def beam_search(
         self, model, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, num_beams: int, options: DecodingOptions
     ) -> Completions:
-        input_ids, attention_mask, pad_id = self._pad(model, prompt_ids, trie, options)
-        completion_ids, scores = generate_beams(
-            model,
-            input_ids,
-            attention_mask,
-            trie,
-            num_beams=num_beams,
-            pad_token_id=pad_id,
-            shared_prompt_cache=options.shared_prompt_cache,
-        )
-        return Completions(completion_ids, scores, num_beams)
+        batch = self._batch(model, prompt_ids, trie, options)
+        ids, scores = generate_beams(**batch, num_beams=num_beams, shared_prompt_cache=options.shared_prompt_cache)
+        return Completions(ids, scores, num_beams)
 
     def sample(
         self, model, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, num_samples: int, options: DecodingOptions
     ) -> Completions:
-        input_ids, attention_mask, pad_id = self._pad(model, prompt_ids, trie, options)
-        completion_ids, scores = sample_from_trie(
-            model,
-            input_ids,
-            attention_mask,
-            trie,
-            num_samples=num_samples,
-            pad_token_id=pad_id,
-            temperature=options.temperature,
-            top_p=options.top_p,
-            top_k=options.top_k,
-        )
-        return Completions(completion_ids, scores, num_samples)
+        batch = self._batch(model, prompt_ids, trie, options)
+        knobs = dict(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
+        ids, scores = sample_from_trie(**batch, num_samples=num_samples, **knobs)
+        return Completions(ids, scores, num_samples)
