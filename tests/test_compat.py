@@ -37,8 +37,9 @@ def trainer(tokenizer, tmp_path_factory):
     args = ReReConfig(output_dir=str(tmp_path_factory.mktemp("out")), num_generations=2, per_device_train_batch_size=2,
                       max_steps=1, beta=0.0, report_to=[], use_cpu=True, activation_checkpointing=False,
                       save_strategy="no", disable_tqdm=True)
-    return ReReTrainer(model=tiny_causal_lm(tokenizer, hidden_size=32), args=args, train_dataset=Dataset.from_list(ROWS),
-                       processing_class=tokenizer, catalog=TITLES)
+    model = tiny_causal_lm(tokenizer, hidden_size=32)
+    return ReReTrainer(model=model, args=args, train_dataset=Dataset.from_list(ROWS), processing_class=tokenizer,
+                       catalog=TITLES)
 
 
 def test_metric_buffer_is_what_grpo_logs(trainer):

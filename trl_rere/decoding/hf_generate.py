@@ -179,7 +179,8 @@ class HFGenerate:
         """The padded prompts as the tensor-level functions' arguments."""
         pad_id = options.pad_token_id if options.pad_token_id is not None else trie.eos_token_id
         input_ids, attention_mask = left_pad([list(p) for p in prompt_ids], pad_id, next(model.parameters()).device)
-        return dict(model=model, input_ids=input_ids, attention_mask=attention_mask, trie=trie, pad_token_id=pad_id)
+        return {"model": model, "input_ids": input_ids, "attention_mask": attention_mask, "trie": trie,
+                "pad_token_id": pad_id}
 
     def beam_search(
         self, model, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, num_beams: int, options: DecodingOptions
@@ -192,6 +193,6 @@ class HFGenerate:
         self, model, prompt_ids: Sequence[Sequence[int]], trie: ItemTrie, num_samples: int, options: DecodingOptions
     ) -> Completions:
         batch = self._batch(model, prompt_ids, trie, options)
-        knobs = dict(temperature=options.temperature, top_p=options.top_p, top_k=options.top_k)
+        knobs = {"temperature": options.temperature, "top_p": options.top_p, "top_k": options.top_k}
         ids, scores = sample_from_trie(**batch, num_samples=num_samples, **knobs)
         return Completions(ids, scores, num_samples)

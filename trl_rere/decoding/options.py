@@ -35,7 +35,8 @@ class DecodingOptions:
         default=None, metadata={"help": "Beams searched per prompt (at least G; None: G)."}
     )
     dynamic_sampling_factor: float = field(
-        default=1.5, metadata={"help": "With sampling_strategy='dynamic': samples drawn per prompt, as a multiple of G."}
+        default=1.5,
+        metadata={"help": "With sampling_strategy='dynamic': samples drawn per prompt, as a multiple of G."},
     )
     temperature: float = field(default=1.0, metadata={"help": "Sampling temperature (sampling strategies only)."})
     top_p: float = field(default=1.0, metadata={"help": "Nucleus sampling threshold (sampling strategies only)."})
