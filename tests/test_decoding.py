@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import trl_rere.decoding as decoding
-from trl_rere import ReReConfig
+from trl_rere import ReReConfig, ReReTrainer
 from trl_rere.data import synthetic_catalog_dataset
 from trl_rere.decoding import (
     Completions,
@@ -115,6 +115,25 @@ def test_evaluation_tokenizes_once_and_switches_mode_once(monkeypatch):
     monkeypatch.setattr(model, "train", lambda mode=True: switches.append(mode) or real_train(mode))
     model.train()
     switches.clear()
-    evaluate_ranking(model, tokenizer, dataset, trie, num_beams=4, ks=(1, 4), batch_size=2, show_progress=False)
+    backend = CountingBackend()
+    evaluate_ranking(model, tokenizer, dataset, trie, num_beams=4, ks=(1, 4), batch_size=2, show_progress=False,
+                     backend=backend)
     assert tokenized == [6]  # one checked pass over all prompts, not one per batch of 2
     assert switches == [False, True]  # into eval mode once, back to training once
+    assert [len(c[1]) for c in backend.calls] == [2, 2, 2] and not any(c[4] for c in backend.calls)
+
+
+def test_the_trainer_draws_through_its_backend(tmp_path):
+    catalog, dataset = synthetic_catalog_dataset(num_items=16, num_users=4)
+    tokenizer = train_tokenizer(list(catalog.titles) + list(dataset["prompt"]))
+    args = ReReConfig(output_dir=str(tmp_path), num_generations=4, per_device_train_batch_size=8, max_steps=1,
+                      beta=0.0, beam_width=6, report_to=[], use_cpu=True, activation_checkpointing=False,
+                      save_strategy="no", disable_tqdm=True)
+    trainer = ReReTrainer(model=tiny_causal_lm(tokenizer), args=args, train_dataset=dataset,
+                          processing_class=tokenizer, catalog=catalog)
+    assert isinstance(trainer.decoding_backend, HFGenerate)
+    trainer.decoding_backend = backend = CountingBackend()
+    trainer.train()
+    ((method, prompt_ids, num_beams, options, training),) = backend.calls  # 2 prompts x G=4: one search
+    assert (method, len(prompt_ids), num_beams, training) == ("beam_search", 2, 6, False)
+    assert options == DecodingOptions.from_args(args, pad_token_id=tokenizer.pad_token_id)

@@ -6,6 +6,7 @@ import json
 import os
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 
@@ -13,6 +14,9 @@ from transformers import TrainerCallback
 from .metrics import DEFAULT_KS, format_metrics_table, ranking_metrics  # noqa: F401
 from .trie import ItemTrie
 
+
+if TYPE_CHECKING:
+    from .decoding import DecodingBackend
 
 # -- sharding -----------------------------------------------------------------------------------------------------
 def _shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -71,6 +75,7 @@ def evaluate_ranking(
     accelerator=None,
     show_progress: bool = True,
     shared_prompt_cache: bool = False,
+    backend: DecodingBackend | None = None,
 ) -> dict[str, float]:
     """Ranks the catalog for every prompt of `dataset` with trie-constrained beam search and scores the targets.
 
@@ -84,7 +89,8 @@ def evaluate_ranking(
     With an `accelerator` (`accelerate.Accelerator` or `PartialState`) running several processes, each process
     evaluates a strided shard, the ranks are gathered once, and every process returns the same metrics; only the main
     process writes `predictions_file`. Shards are padded so that all processes call `generate` equally often, which
-    DeepSpeed ZeRO-3 and FSDP require. `shared_prompt_cache` is `DecodingOptions`' (opt-in; a CPU-side speed-up).
+    DeepSpeed ZeRO-3 and FSDP require. `shared_prompt_cache` is `DecodingOptions`' (opt-in; a CPU-side speed-up);
+    `backend` is the `DecodingBackend` that runs the search (default `HFGenerate`).
 
     Example:
     ```python
@@ -146,7 +152,8 @@ def evaluate_ranking(
     with eval_mode(model):
         for start in tqdm(batches, desc="Ranking eval", disable=not (show_progress and is_main), leave=False):
             chunk = work[start : start + batch_size]
-            results = beam_search(model, prompt_ids[start : start + batch_size], trie, num_beams, num_beams, options)
+            batch = prompt_ids[start : start + batch_size]
+            results = beam_search(model, batch, trie, num_beams, num_beams, options, backend)
             for offset, (i, beams) in enumerate(zip(chunk, results)):
                 if start + offset >= len(own):
                     continue  # padding

@@ -27,7 +27,7 @@ from ._compat import (
 )
 from .catalog import ItemCatalog
 from .config import ReReConfig
-from .decoding import DecodingOptions, draw_groups, tokenize_prompts
+from .decoding import DecodingBackend, DecodingOptions, HFGenerate, draw_groups, tokenize_prompts
 from .group_logprobs import group_log_probs
 from .metrics import ranking_metrics
 from .rewards import resolve_reward_funcs
@@ -170,6 +170,8 @@ class ReReTrainer(GRPOTrainer):
         self._check_group_size()
         for split, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             self._check_targets(split, dataset)
+        # what runs the constrained search: the seam for a faster path (a GPU kernel, vLLM) behind the same contract
+        self.decoding_backend: DecodingBackend = HFGenerate()
         self._rows: list[dict] = []  # the batch being generated for, from training_step / prediction_step
         self._checked_prompts: set[str] = set()
         self._rounds_without_target = 0
@@ -315,9 +317,8 @@ class ReReTrainer(GRPOTrainer):
             ) as unwrapped_model,
             summon_full_params(self),
         ):
-            groups = draw_groups(
-                unwrapped_model, prompt_ids, self.trie, options, group_size, target_index, add_gt=args.add_gt
-            )
+            groups = draw_groups(unwrapped_model, prompt_ids, self.trie, options, group_size, target_index,
+                                 add_gt=args.add_gt, backend=self.decoding_backend)
         offset = self.accelerator.process_index * num_prompts
         output: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
         output.update({name: [] for name in BEAM_FIELDS})
