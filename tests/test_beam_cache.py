@@ -7,9 +7,10 @@ import torch
 from rere_test_utils import CATALOG_TITLES, make_prompt
 from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingWindowLayer
 
-from trl_rere.beam_cache import SharedPromptLayer, beam_search_cache
+from trl_rere.decoding import SharedPromptLayer, beam_search_cache
 from trl_rere.catalog import ItemCatalog
-from trl_rere.constrained import _prefill_prompts, generate_beams, left_pad, tokenize_prompts
+from trl_rere.decoding import generate_beams, left_pad, tokenize_prompts
+from trl_rere.decoding.hf_generate import _prefill_prompts
 from trl_rere.trie import ItemTrie
 
 

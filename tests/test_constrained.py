@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from transformers import LogitsProcessorList
 
-from trl_rere.beam_scores import TrieScoreRecorder
+from trl_rere.decoding import TrieScoreRecorder
 from trl_rere.catalog import ItemCatalog
-from trl_rere.constrained import (
+from trl_rere.decoding import (
     INVALID_SCORE,
     TrieLogitsProcessor,
     collect_beams,
@@ -152,7 +152,7 @@ def test_left_padded_batch_matches_single_prompts(tokenizer, tiny_model, beams):
 def test_prompts_encoded_once_give_the_same_beams(tokenizer, tiny_model, beams, monkeypatch):
     # generate_beams encodes each prompt once and repeats its KV cache for the beams; HF alone would encode it once per
     # beam. Both must give the same beams on a left-padded batch.
-    import trl_rere.constrained as constrained
+    import trl_rere.decoding.hf_generate as constrained
 
     trie = trie_for(tokenizer)
     ids = tokenize_prompts(tokenizer, PROMPTS, trie)

@@ -14,7 +14,7 @@ import pytest
 import trl_rere
 
 
-# every module, subpackages included (trl_rere.data.*)
+# every module, subpackages included (trl_rere.data.*, trl_rere.decoding.*)
 MODULES = sorted(m.name for m in pkgutil.walk_packages(trl_rere.__path__, "trl_rere."))
 FENCE = re.compile(r"^[ \t]*```[\w-]*[ \t]*$", re.MULTILINE)
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from trl_rere.constrained import constrained_beam_search
+from trl_rere.decoding import constrained_beam_search
 from trl_rere.data import synthetic_catalog_dataset
 from trl_rere.evaluation import (
     RankingEvalCallback,

@@ -19,7 +19,7 @@ import torch
 from rere_test_utils import TOYS_INFO
 
 from trl_rere.catalog import ItemCatalog
-from trl_rere.constrained import constrained_beam_search
+from trl_rere.decoding import constrained_beam_search
 from trl_rere.data import DEFAULT_INSTRUCTIONS, build_prompt, load_amazon, sft_dataset
 from trl_rere.testing import tiny_causal_lm
 from trl_rere.trie import ItemTrie

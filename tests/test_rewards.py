@@ -354,7 +354,7 @@ def _dataset():
 
 def _args(tmp_path, **kw):
     kw = {"per_device_train_batch_size": 8, "num_generations": 4, "max_steps": 1, "report_to": [], "use_cpu": True,
-          "gradient_checkpointing": False, "save_strategy": "no", "disable_tqdm": True, "beta": 0.0, **kw}
+          "activation_checkpointing": False, "save_strategy": "no", "disable_tqdm": True, "beta": 0.0, **kw}
     return ReReConfig(output_dir=str(tmp_path), **kw)
 
 

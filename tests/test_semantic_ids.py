@@ -394,7 +394,7 @@ def learning_run(tmp_path, seed=0):
     args = ReReConfig(
         output_dir=str(tmp_path / "out"), item_format="sid", per_device_train_batch_size=4 * G, num_generations=G,
         max_steps=LEARN_STEPS, learning_rate=1e-2, logging_steps=10, report_to=[], use_cpu=True,
-        gradient_checkpointing=False, save_strategy="no", disable_tqdm=True, seed=seed,
+        activation_checkpointing=False, save_strategy="no", disable_tqdm=True, seed=seed,
     )
     trainer = ReReTrainer(model=str(path), args=args, train_dataset=Dataset.from_list(rows), processing_class=tokenizer,
                           catalog=catalog)

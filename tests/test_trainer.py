@@ -65,7 +65,7 @@ def make_args(tmp_path, **kw):
         "learning_rate": 1e-3,
         "report_to": [],
         "use_cpu": True,
-        "gradient_checkpointing": False,
+        "activation_checkpointing": False,
         "save_strategy": "no",
         "disable_tqdm": True,
         "seed": 0,
@@ -362,7 +362,7 @@ def test_prompt_without_the_trie_suffix_is_refused(tmp_path):
     rows = [{"prompt": f"History: {t}\nAnswer:\n", "target": titles[(i + 1) % 4]} for i, t in enumerate(titles)]
     args = ReReConfig(
         output_dir=str(tmp_path / "out"), per_device_train_batch_size=4, num_generations=4, max_steps=1,
-        report_to=[], use_cpu=True, gradient_checkpointing=False, save_strategy="no",
+        report_to=[], use_cpu=True, activation_checkpointing=False, save_strategy="no",
     )
     trainer = ReReTrainer(model=str(path), args=args, train_dataset=Dataset.from_list(rows), catalog=titles,
                           processing_class=tokenizer)
@@ -399,5 +399,5 @@ def test_shared_prompt_logprobs_trains_to_the_same_weights(tiny, tmp_path, monke
 
 
 def test_shared_prompt_logprobs_needs_gradient_checkpointing_off(tmp_path):
-    with pytest.raises(ValueError, match="gradient_checkpointing=False"):
+    with pytest.raises(ValueError, match="activation_checkpointing=False"):
         ReReConfig(output_dir=str(tmp_path), shared_prompt_logprobs=True, gradient_checkpointing=True)

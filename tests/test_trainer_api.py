@@ -16,7 +16,7 @@ from tokenizers import processors  # noqa: E402
 from trl import GRPOTrainer  # noqa: E402
 
 from trl_rere import ItemCatalog, ItemTrie, ReReConfig, ReReTrainer  # noqa: E402
-from trl_rere.constrained import tokenize_prompts  # noqa: E402
+from trl_rere.decoding import tokenize_prompts  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
 
 
@@ -33,7 +33,7 @@ ROWS = [{"prompt": prompt_for(t), "target": TITLES[(k + 1) % 16], "user_id": f"u
 
 def make_args(tmp_path, **kw):
     defaults = dict(per_device_train_batch_size=2 * G, num_generations=G, max_steps=1, logging_steps=1,
-                    learning_rate=1e-3, report_to=[], use_cpu=True, gradient_checkpointing=False, save_strategy="no",
+                    learning_rate=1e-3, report_to=[], use_cpu=True, activation_checkpointing=False, save_strategy="no",
                     disable_tqdm=True, seed=0)
     defaults.update(kw)
     return ReReConfig(output_dir=str(tmp_path / "out"), **defaults)

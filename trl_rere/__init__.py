@@ -2,22 +2,33 @@
 
 __version__ = "0.1.0"
 
-from .beam_scores import TrieScoreRecorder
 from .catalog import CatalogError, ItemCatalog
 from .config import ReReConfig
-from .constrained import (
+from .decoding import (
     Beam,
     RankedBeams,
     TrieLogitsProcessor,
+    TrieScoreRecorder,
     constrained_beam_search,
+    draw_groups,
     make_prefix_allowed_tokens_fn,
 )
-from .data import DataError, build_prompt, load_amazon, load_amazon_split, sft_dataset, synthetic_catalog_dataset
-from .evaluation import RankingEvalCallback, evaluate_ranking, ranking_metrics
+from .evaluation import RankingEvalCallback, evaluate_ranking
 from .item_format import ItemFormat, get_item_format
+from .metrics import ranking_metrics
 from .rewards import collaborative_reward, ranking_reward, rule_reward, semantic_reward
-from .sampling import draw_groups
-from .data import build_sid_prompt, load_sid_amazon, sid_prefix_pairs, synthetic_sid_dataset
+from .data import (
+    DataError,
+    build_prompt,
+    build_sid_prompt,
+    load_amazon,
+    load_amazon_split,
+    load_sid_amazon,
+    sft_dataset,
+    sid_prefix_pairs,
+    synthetic_catalog_dataset,
+    synthetic_sid_dataset,
+)
 from .sid_tokens import SIDTokenError, add_sid_tokens, check_sid_tokens
 from .trainer import ReReTrainer
 from .trie import ItemTrie, TrieBoundaryError

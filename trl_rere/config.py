@@ -10,7 +10,8 @@ from trl import GRPOConfig
 
 from .item_format import DEFAULT_PROMPT_SUFFIX, ITEM_FORMATS, get_item_format
 from .rewards import check_reward_names
-from .sampling import SAMPLING_STRATEGIES
+from ._compat import CHECKPOINTING_ARG
+from .decoding.options import SAMPLING_STRATEGIES
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ReReConfig(GRPOConfig):
             Score each group's completions on one forward pass of their shared prompt (`trl_rere.group_logprobs`),
             for the policy and the reference model, instead of one pass over prompt + completion per completion: the
             same log-probs up to float rounding, far less compute when prompts are long. Needs
-            `gradient_checkpointing=False` (checkpointing drops the KV cache in training).
+            `activation_checkpointing=False` (checkpointing drops the KV cache in training).
 
         > Parameters that control how items are written
 
@@ -151,7 +152,15 @@ class ReReConfig(GRPOConfig):
     shared_prompt_logprobs: bool = field(
         default=False,
         metadata={"help": "Score a group's completions on one forward pass of their shared prompt (policy and "
-                  "reference): same log-probs, less compute; needs gradient_checkpointing=False."},
+                  "reference): same log-probs, less compute; needs activation_checkpointing=False."},
+    )
+    # transformers deprecates `gradient_checkpointing` for `activation_checkpointing` (gone in v6) and warns whenever
+    # the old name is set; TRL sets the old name's default (True), so every config warned. The default moves to the
+    # new name in __post_init__; a user who passes the old name still gets transformers' notice.
+    gradient_checkpointing: bool | None = field(
+        default=None,
+        metadata={"help": "Deprecated alias of activation_checkpointing (removed in transformers v6); None: TRL's "
+                  "default, True."},
     )
     item_format: str = field(
         default="title",
@@ -199,9 +208,12 @@ class ReReConfig(GRPOConfig):
             self.bf16 = False  # TRL turns bf16 on by default; on a CPU that only slows training down.
         if self.beta == 0.0:
             self.sync_ref_model = False  # no reference model exists to sync (TRL would raise)
-        if self.shared_prompt_logprobs and self.gradient_checkpointing:
-            raise ValueError("shared_prompt_logprobs=True needs gradient_checkpointing=False: gradient checkpointing "
-                             "drops the KV cache the shared prompt pass hands to the completions")
+        if self.gradient_checkpointing is None and getattr(self, CHECKPOINTING_ARG) is None:
+            setattr(self, CHECKPOINTING_ARG, True)  # TRL's default
+        if self.shared_prompt_logprobs and (self.gradient_checkpointing or getattr(self, CHECKPOINTING_ARG)):
+            raise ValueError("shared_prompt_logprobs=True needs activation_checkpointing=False (formerly "
+                             "gradient_checkpointing=False): checkpointing drops the KV cache the shared prompt pass "
+                             "hands to the completions")
         if isinstance(self.rewards, str):
             self.rewards = [self.rewards]
         super().__post_init__()

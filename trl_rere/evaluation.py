@@ -3,55 +3,20 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from transformers import TrainerCallback
 
+# format_metrics_table is re-exported: examples import it from here
+from .metrics import DEFAULT_KS, format_metrics_table, ranking_metrics  # noqa: F401
 from .trie import ItemTrie
 
 
-DEFAULT_KS = (1, 3, 5, 10, 20, 50)
-
-
-def ranking_metrics(ranks: Iterable[int | None], ks: Sequence[int] = DEFAULT_KS) -> dict[str, float]:
-    """HR@K and NDCG@K from the 0-based rank of each user's target (`None` or a negative rank: not retrieved).
-
-    `HR@K = mean(rank < K)` and `NDCG@K = mean(1 / log2(rank + 2) if rank < K else 0)`: with one relevant item per
-    user the ideal DCG is 1.
-
-    Example:
-    ```python
-    >>> from trl_rere.evaluation import ranking_metrics
-    >>> ranking_metrics([0, 2, None], ks=(1, 3))
-    {'HR@1': 0.3333333333333333, 'NDCG@1': 0.3333333333333333, 'HR@3': 0.6666666666666666, 'NDCG@3': 0.5}
-    ```
-    """
-    ranks = list(ranks)
-    if not ranks:
-        raise ValueError("ranking_metrics needs at least one rank")
-    ks = list(ks)
-    for k in ks:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ValueError(f"every K must be a positive integer, got {k!r} in ks={ks}")
-    hits: list[int] = []
-    for i, r in enumerate(ranks):
-        if r is None or r < 0:
-            hits.append(-1)
-        elif isinstance(r, bool) or int(r) != r:
-            raise ValueError(f"rank {i} is {r!r}; ranks are 0-based integers, or None / -1 for a miss")
-        else:
-            hits.append(int(r))
-    n = len(hits)
-    metrics: dict[str, float] = {}
-    for k in ks:
-        found = [r for r in hits if 0 <= r < k]
-        metrics[f"HR@{k}"] = len(found) / n
-        metrics[f"NDCG@{k}"] = sum(1.0 / math.log2(r + 2) for r in found) / n
-    return metrics
-
+if TYPE_CHECKING:
+    from .decoding import DecodingBackend
 
 # -- sharding -----------------------------------------------------------------------------------------------------
 def _shard_indices(n: int, rank: int, world: int) -> list[int]:
@@ -111,6 +76,7 @@ def evaluate_ranking(
     show_progress: bool = True,
     shared_prompt_cache: bool = False,
     return_predictions: bool = False,
+    backend: DecodingBackend | None = None,
 ) -> dict[str, float] | tuple[dict[str, float], list[dict]]:
     """Ranks the catalog for every prompt of `dataset` with trie-constrained beam search and scores the targets.
 
@@ -126,7 +92,8 @@ def evaluate_ranking(
     With an `accelerator` (`accelerate.Accelerator` or `PartialState`) running several processes, each process
     evaluates a strided shard, the ranks are gathered once, and every process returns the same metrics; only the main
     process writes `predictions_file`. Shards are padded so that all processes call `generate` equally often, which
-    DeepSpeed ZeRO-3 and FSDP require. `shared_prompt_cache` is `generate_beams`'s (opt-in; a CPU-side speed-up).
+    DeepSpeed ZeRO-3 and FSDP require. `shared_prompt_cache` is `DecodingOptions`' (opt-in; a CPU-side speed-up);
+    `backend` is the `DecodingBackend` that runs the search (default `HFGenerate`).
 
     Example:
     ```python
@@ -143,7 +110,10 @@ def evaluate_ranking(
     (['HR@1', 'HR@10', 'NDCG@1', 'NDCG@10', 'num_examples'], 6, True)
     ```
     """
-    from .constrained import constrained_beam_search  # the decoding stack is heavy; import when evaluating
+    # the decoding stack is heavy; import when evaluating
+    from tqdm.auto import tqdm
+
+    from .decoding import DecodingOptions, beam_search, eval_mode, tokenize_prompts
 
     if num_beams < 1:
         raise ValueError(f"num_beams must be positive, got {num_beams}")
@@ -176,25 +146,17 @@ def evaluate_ranking(
     work = _pad_shard(own, n, world) if world > 1 else own
     keep_predictions = predictions_file is not None or return_predictions
 
+    # Each prompt is tokenized and checked once, before any generation; the model is put in eval mode once.
+    prompt_ids = tokenize_prompts(tokenizer, [prompts[i] for i in work], trie)
+    options = DecodingOptions(pad_token_id=tokenizer.pad_token_id, shared_prompt_cache=shared_prompt_cache)
     model = _unwrap(model, accelerator)
-    was_training = model.training
-    model.eval()
     records = []
-    try:
-        from tqdm.auto import tqdm
-
-        batches = range(0, len(work), batch_size)
+    batches = range(0, len(work), batch_size)
+    with eval_mode(model):
         for start in tqdm(batches, desc="Ranking eval", disable=not (show_progress and is_main), leave=False):
             chunk = work[start : start + batch_size]
-            results = constrained_beam_search(
-                model,
-                tokenizer,
-                [prompts[i] for i in chunk],
-                trie,
-                num_beams=num_beams,
-                num_return_sequences=num_beams,
-                shared_prompt_cache=shared_prompt_cache,
-            )
+            batch = prompt_ids[start : start + batch_size]
+            results = beam_search(model, batch, trie, num_beams, num_beams, options, backend)
             for offset, (i, beams) in enumerate(zip(chunk, results)):
                 if start + offset >= len(own):
                     continue  # padding
@@ -205,8 +167,6 @@ def evaluate_ranking(
                     record["predictions"] = titles
                     record["scores"] = [float(b.score) for b in beams]
                 records.append(record)
-    finally:
-        model.train(was_training)
 
     if world > 1:
         from accelerate.utils import gather_object
@@ -359,13 +319,11 @@ class RankingEvalCallback(TrainerCallback):
 
     def _log(self, state, logs: dict[str, float]) -> None:
         if self.trainer is not None:
-            from transformers import Trainer
+            # Logging from on_step_end must not cancel the trainer's own log of this step: its loss (and GRPO's reward
+            # metrics) would be merged into the next step's entry.
+            from ._compat import log_without_flush
 
-            # Trainer.log clears control.should_log. Logging from on_step_end would then cancel the trainer's own log
-            # of this step: its loss (and GRPO's reward metrics) would be merged into the next step's entry.
-            should_log = self.trainer.control.should_log
-            Trainer.log(self.trainer, dict(logs))
-            self.trainer.control.should_log = should_log
+            log_without_flush(self.trainer, logs)
         else:
             entry = dict(logs)
             if state.epoch is not None:
@@ -392,14 +350,3 @@ class RankingEvalCallback(TrainerCallback):
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if self.eval_steps is not None and state.global_step > 0 and state.global_step % self.eval_steps == 0:
             self._run(state, model)
-
-
-def format_metrics_table(metrics: dict[str, float], title: str | None = None) -> str:
-    """The HR@K / NDCG@K metrics as a markdown table, one column per K."""
-    ks = sorted({int(key.split("@")[1]) for key in metrics if key.startswith(("HR@", "NDCG@"))})
-    lines = [f"### {title}", ""] if title else []
-    lines.append("| metric | " + " | ".join(f"@{k}" for k in ks) + " |")
-    lines.append("|---|" + "---:|" * len(ks))
-    for name in ("HR", "NDCG"):
-        lines.append(f"| {name} | " + " | ".join(f"{metrics[f'{name}@{k}']:.4f}" for k in ks) + " |")
-    return "\n".join(lines)

@@ -31,14 +31,9 @@ True
 
 from __future__ import annotations
 
-import dataclasses
-
 import torch
-from transformers.modeling_outputs import CausalLMOutputWithPast
 
-
-# transformers renamed `past_key_values` to `cache` (argument and output) within 5.x; both spellings are supported.
-CACHE_ARG = "cache" if "cache" in {f.name for f in dataclasses.fields(CausalLMOutputWithPast)} else "past_key_values"
+from ._compat import CACHE_ARG, fused_head_forward
 
 
 def distinct_prompts(prompt_ids: torch.Tensor, prompt_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +87,7 @@ def group_log_probs(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     tail = input_ids[:, prompt_len - 1:]
     labels = tail.masked_fill(attention_mask[:, prompt_len - 1:] == 0, -100)
     labels[:, 0] = -100
-    out = model(input_ids=tail, attention_mask=attention_mask, labels=labels, fused_lm_head=True, **{CACHE_ARG: cache})
-    entropy = out.entropy[:, -logits_to_keep:] if compute_entropy else None
-    return out.log_probs[:, -logits_to_keep:], entropy
+    log_probs, entropy = fused_head_forward(model, input_ids=tail, attention_mask=attention_mask, labels=labels,
+                                            **{CACHE_ARG: cache})
+    entropy = entropy[:, -logits_to_keep:] if compute_entropy else None
+    return log_probs[:, -logits_to_keep:], entropy

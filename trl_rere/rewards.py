@@ -8,7 +8,6 @@ and `group_id` (which prompt group it belongs to). Your own rank-aware rewards c
 
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -16,6 +15,7 @@ from collections.abc import Callable, Sequence
 import torch
 
 from .item_format import get_item_format
+from .metrics import discount
 
 
 def _titles(completions, kwargs) -> list[str]:
@@ -34,8 +34,8 @@ def _is_placeholder(kwargs, i: int) -> bool:
 
 
 def rank_weights(group_size: int) -> list[float]:
-    """`w_i = 1 / log2(i + 2)` for ranks `0..group_size-1` (the NDCG discount)."""
-    return [1.0 / math.log2(i + 2) for i in range(group_size)]
+    """`w_i = 1 / log2(i + 2)` for ranks `0..group_size-1` (the NDCG discount, `metrics.discount`)."""
+    return [discount(i) for i in range(group_size)]
 
 
 def rule_reward(completions, target, **kwargs) -> list[float | None]:

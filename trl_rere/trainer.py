@@ -14,15 +14,23 @@ from accelerate.utils import gather_object, is_peft_model
 from trl import GRPOTrainer
 from trl.extras.profiling import profiling_context
 from trl.models import unwrap_model_for_generation
-from trl.trainer.grpo_trainer import EnvironmentFactory, RewardFunc, RolloutFunc
 
+from ._compat import (
+    ROLLOUT_FUNC_NOTICE,
+    EnvironmentFactory,
+    RewardFunc,
+    RolloutFunc,
+    checkpointing_kwargs,
+    metric_buffer,
+    quiet_checkpointing_alias,
+    summon_full_params,
+)
 from .catalog import ItemCatalog
 from .config import ReReConfig
-from .constrained import tokenize_prompts
-from .evaluation import ranking_metrics
+from .decoding import DecodingBackend, DecodingOptions, HFGenerate, draw_groups, tokenize_prompts
 from .group_logprobs import group_log_probs
+from .metrics import ranking_metrics
 from .rewards import resolve_reward_funcs
-from .sampling import draw_groups
 from .trie import ItemTrie
 
 
@@ -138,10 +146,10 @@ class ReReTrainer(GRPOTrainer):
         reward_funcs = resolve_reward_funcs(reward_funcs if reward_funcs is not None else args.rewards)
         if not reward_funcs:
             raise ValueError("no reward functions: pass reward_funcs or set args.rewards (e.g. ['rule', 'ranking'])")
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), quiet_checkpointing_alias():
             # rollout_func is TRL's documented extension point for custom generation; its "experimental" notice is
             # about TRL's API, which this package pins, not something the user can act on.
-            warnings.filterwarnings("ignore", message="You are using 'rollout_func'")
+            warnings.filterwarnings("ignore", message=ROLLOUT_FUNC_NOTICE)
             super().__init__(
                 model=model,
                 reward_funcs=reward_funcs,
@@ -162,6 +170,8 @@ class ReReTrainer(GRPOTrainer):
         self._check_group_size()
         for split, dataset in (("train_dataset", train_dataset), ("eval_dataset", eval_dataset)):
             self._check_targets(split, dataset)
+        # what runs the constrained search: the seam for a faster path (a GPU kernel, vLLM) behind the same contract
+        self.decoding_backend: DecodingBackend = HFGenerate()
         self._rows: list[dict] = []  # the batch being generated for, from training_step / prediction_step
         self._checked_prompts: set[str] = set()
         self._rounds_without_target = 0
@@ -199,14 +209,17 @@ class ReReTrainer(GRPOTrainer):
 
     # -- the rows behind the prompts ----------------------------------------------------------------------------
     # TRL hands rollout_func the prompts only; the sampler also needs each row's target (dynamic sampling, add_gt,
-    # the group metrics). Both public entry points that lead to generation see the rows first.
+    # the group metrics). Both public entry points that lead to generation see the rows first. TRL toggles
+    # checkpointing around generation through transformers' deprecated aliases; that notice is TRL's to act on.
     def training_step(self, model, inputs, num_items_in_batch=None):
         self._rows = inputs
-        return super().training_step(model, inputs, num_items_in_batch)
+        with quiet_checkpointing_alias():
+            return super().training_step(model, inputs, num_items_in_batch)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         self._rows = inputs
-        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+        with quiet_checkpointing_alias():
+            return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     # -- scoring: each group's prompt once ------------------------------------------------------------------------
     # The one private GRPOTrainer method ReRe overrides: TRL scores every completion over prompt + completion, and a
@@ -292,33 +305,20 @@ class ReReTrainer(GRPOTrainer):
             raise RuntimeError("expected the repeated-prompt layout [p0]*G + [p1]*G + ... from TRL's RepeatSampler")
         prompt_ids = self.encode_prompts(prompts[::group_size], self._rows[::group_size])
         target_index = [self.catalog.index(t) if t in self.catalog else -1 for t in targets[::group_size]]
-        tokenizer = self.tokenizer
+        options = DecodingOptions.from_args(args, pad_token_id=self.tokenizer.pad_token_id)
         with (
             profiling_context(self, "rere.generate"),
+            quiet_checkpointing_alias(),  # also when rollout runs outside training_step / prediction_step
             unwrap_model_for_generation(
                 self.model_wrapped,
                 self.accelerator,
                 gather_deepspeed3_params=args.ds3_gather_for_generation,
-                gradient_checkpointing_kwargs=args.gradient_checkpointing_kwargs,
+                gradient_checkpointing_kwargs=checkpointing_kwargs(args),
             ) as unwrapped_model,
-            self._dist.summon_full_params(self.model_wrapped, recurse=False),
+            summon_full_params(self),
         ):
-            groups = draw_groups(
-                unwrapped_model,
-                prompt_ids,
-                self.trie,
-                args.sampling_strategy,
-                group_size,
-                target_index,
-                pad_token_id=tokenizer.pad_token_id,
-                beam_width=args.beam_width,
-                dynamic_sampling_factor=args.dynamic_sampling_factor,
-                temperature=args.temperature,
-                top_p=args.top_p,
-                top_k=args.top_k,
-                add_gt=args.add_gt,
-                shared_prompt_cache=args.shared_prompt_cache,
-            )
+            groups = draw_groups(unwrapped_model, prompt_ids, self.trie, options, group_size, target_index,
+                                 add_gt=args.add_gt, backend=self.decoding_backend)
         offset = self.accelerator.process_index * num_prompts
         output: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": None}
         output.update({name: [] for name in BEAM_FIELDS})
@@ -352,7 +352,7 @@ class ReReTrainer(GRPOTrainer):
             )
         if self.accelerator.num_processes > 1:
             rows = gather_object(rows)
-        metrics = self._metrics[mode]
+        metrics = metric_buffer(self, mode)
         in_group = sum(r["rank"] is not None for r in rows) / len(rows)
         metrics["rere/target_in_group"].append(in_group)
         metrics["rere/distinct_items_per_group"].append(sum(r["distinct"] for r in rows) / len(rows))

@@ -244,7 +244,7 @@ def _gathered_state_dict(trainer, stage: int) -> dict[str, torch.Tensor]:
 def train(args) -> None:
     from datasets import Dataset
 
-    import trl_rere.sampling as sampling_module
+    import trl_rere.decoding.hf_generate as sampling_module
     from trl_rere import ReReConfig, ReReTrainer
 
     assets = _ensure_assets(args)
@@ -265,7 +265,7 @@ def train(args) -> None:
 
         return recorded
 
-    # draw_groups looks these up in trl_rere.sampling at call time
+    # the HFGenerate backend looks these up in trl_rere.decoding.hf_generate at call time
     sampling_module.generate_beams = recording(sampling_module.generate_beams)
     sampling_module.sample_from_trie = recording(sampling_module.sample_from_trie)
 
@@ -334,7 +334,7 @@ def train(args) -> None:
         sampling_strategy=args.strategy,
         shared_prompt_logprobs=args.shared_prompt_logprobs,
         # the shared prompt pass needs its KV cache, which gradient checkpointing drops (ReReConfig refuses both)
-        **({"gradient_checkpointing": False} if args.shared_prompt_logprobs else {}),
+        **({"activation_checkpointing": False} if args.shared_prompt_logprobs else {}),
     )
 
     peft_config = None
