@@ -1,0 +1,874 @@
+"""Preparation from raw interactions: review dumps or a user's own tables to the D3/ReRe layout.
+
+The layout is the one `load_amazon` reads (`info/{stem}.txt`, `{train,valid,test}/{stem}.csv` with
+`stem = f"{category}_{k}_{start year}-{start month}-{end year}-{end month}"`), and for the same input and window the
+rows, item ids and titles are the ones the authors' `data/process.py` (github.com/sober-clever/ReRe) writes:
+
+1. titles: `&quot;` and `&amp;` unescaped, spaces then double quotes stripped; an item is dropped if any of its metadata
+   records has no title, a `<span id` title, a title of one character or of more than 20 space-separated words
+   (the last good record's title is used otherwise),
+2. the window: interactions with `start <= timestamp <= end`, both the first second of a month (UTC),
+3. the iterative k-core inside the window (users and items with at least `k` interactions, counted with repeats),
+4. item ids: the core's items in order of first appearance, shuffled by `random.Random(seed)`,
+5. one row per interaction after a user's first (their interactions sorted by time, ties in input order), with the
+   at most `max_history` interactions before it as the history,
+6. all rows sorted by the target's time (ties: users in order of first appearance, then by position) and cut 8:1:1.
+
+Everything runs on columns (polars, loaded lazily: `pip install 'trl-rere[data]'`); only the catalog's per-item
+strings are built in Python, once per item.
+"""
+
+from __future__ import annotations
+
+import calendar
+import dataclasses
+import json
+import os
+import random
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "valid", "test")
+# The column order and names of the authors' split CSVs.
+SPLIT_COLUMNS = (
+    "user_id",
+    "item_asins",
+    "item_asin",
+    "history_item_id",
+    "item_id",
+    "history_item_title",
+    "item_title",
+    "history_rating",
+    "rating",
+    "history_timestamp",
+    "timestamp",
+)
+TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
+
+
+class PreparationError(ValueError):
+    """A raw input that cannot be prepared: the message names the file, the line and what to change."""
+
+
+def require_polars():
+    """Imports polars, the engine of the preparation code, with an error that says how to install it."""
+    try:
+        import polars as pl
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "Preparing raw interactions needs polars: pip install 'trl-rere[data]' (or pip install polars)"
+        ) from e
+    return pl
+
+
+# -- configuration ----------------------------------------------------------------------------------------------------
+@dataclass
+class PrepareConfig:
+    """How raw interactions become the D3/ReRe layout; the defaults are the authors' (`data/process.py`) for the
+    published Industrial_and_Scientific files."""
+
+    k: int = field(default=5, metadata={"help": "Iterative k-core: users and items keep at least k interactions."})
+    start: str = field(default="1996-10", metadata={"help": "First month of the window, YYYY-MM (from its 1st, UTC)."})
+    end: str = field(default="2018-11", metadata={"help": "Last bound of the window, YYYY-MM (its 1st at 00:00 UTC)."})
+    max_history: int = field(default=10, metadata={"help": "At most this many earlier interactions per row."})
+    seed: int = field(default=42, metadata={"help": "Seed of the item-id shuffle (random.Random(seed).shuffle)."})
+    extend_window_min_items: int | None = field(
+        default=None,
+        metadata={
+            "help": "The authors' window-extension rule, off by default: while the k-core has fewer items than "
+            "this and the start year is after `earliest_year`, move the start one year back."
+        },
+    )
+    earliest_year: int = field(default=1996, metadata={"help": "The window-extension rule stops at this year."})
+    chunk_rows: int = field(default=200_000, metadata={"help": "Rows built and written at a time (memory bound)."})
+
+    def __post_init__(self):
+        self.start_year, self.start_month = _parse_month(self.start, "start")
+        self.end_year, self.end_month = _parse_month(self.end, "end")
+        for name in ("k", "max_history", "chunk_rows"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if month_start(self.start_year, self.start_month) > month_start(self.end_year, self.end_month):
+            raise ValueError(f"start={self.start!r} is after end={self.end!r}: the window is empty")
+
+
+def _parse_month(value: str, name: str) -> tuple[int, int]:
+    match = _MONTH.match(str(value))
+    if not match or not 1 <= int(match.group(2)) <= 12:
+        raise ValueError(f"{name} must be a month as YYYY-MM (e.g. 1996-10), got {value!r}")
+    return int(match.group(1)), int(match.group(2))
+
+
+def month_start(year: int, month: int) -> int:
+    """Unix seconds of the first second of a month, UTC (the authors' script uses the local time of the machine it
+    runs on: the same on a UTC machine).
+
+    Examples:
+    ```python
+    >>> month_start(2018, 11)
+    1541030400
+    ```
+    """
+    return calendar.timegm((year, month, 1, 0, 0, 0))
+
+
+def file_stem(category: str, k: int, start: tuple[int, int], end: tuple[int, int]) -> str:
+    """The authors' file name: months unpadded, as `f"{year}-{month}"` writes them.
+
+    Examples:
+    ```python
+    >>> file_stem("Toys_and_Games", 5, (2016, 10), (2018, 11))
+    'Toys_and_Games_5_2016-10-2018-11'
+    >>> file_stem("Office", 5, (2017, 1), (2018, 2))
+    'Office_5_2017-1-2018-2'
+    ```
+    """
+    return f"{category}_{k}_{start[0]}-{start[1]}-{end[0]}-{end[1]}"
+
+
+# -- reading raw files ------------------------------------------------------------------------------------------------
+def _record_line(path: str, record: int) -> int:
+    """The 1-based line of the `record`-th (0-based) non-blank line: readers skip blank lines."""
+    seen = -1
+    with _open_text(path) as f:
+        for number, line in enumerate(f, 1):
+            if line.strip():
+                seen += 1
+                if seen == record:
+                    return number
+    return record + 1
+
+
+def _open_text(path: str):
+    if str(path).endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8")
+    return open(path, encoding="utf-8")
+
+
+def _first_bad_json_line(path: str, fields: dict) -> tuple[int, str]:
+    with _open_text(path) as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                return number, f"malformed JSON ({e.msg} at column {e.colno})"
+            if not isinstance(record, dict):
+                return number, f"a JSON {type(record).__name__}, not an object"
+            for name, kind in fields.items():
+                value = record.get(name)
+                if value is not None and not _json_kind_ok(value, kind):
+                    return number, f"field {name!r} is {value!r}, expected {kind}"
+    return 0, "unreadable"
+
+
+def _json_kind_ok(value, kind: str) -> bool:
+    if kind == "string":
+        return isinstance(value, str)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "strings":
+        return isinstance(value, (str, list))
+    return True
+
+
+def read_json_lines(path: str | os.PathLike, fields: dict[str, str], required: Sequence[str], what: str):
+    """Reads the named fields of a JSON-lines file (one object a line; `.gz` too) into a polars DataFrame in file
+    order, other fields unread. `fields` maps a name to `"string"`, `"integer"`, `"number"` or `"strings"` (a string
+    or a list of strings, joined by spaces). A malformed line, a wrongly typed value or a required field that is
+    missing or null stops with a `PreparationError` naming the file and line.
+    """
+    pl = require_polars()
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise PreparationError(f"{path}: no such file (the {what} file)")
+    dtypes = {"string": pl.String, "integer": pl.Int64, "number": pl.Float64, "strings": pl.String}
+    schema = {name: dtypes[kind] for name, kind in fields.items() if kind != "strings"}
+    lists = [name for name, kind in fields.items() if kind == "strings"]
+    try:
+        frame = pl.scan_ndjson(path, schema=schema | {name: pl.List(pl.String) for name in lists}).collect()
+    except Exception as e:  # polars names neither line nor field: find them
+        if lists:  # a plain string where a list was expected: read those fields as strings
+            try:
+                frame = pl.scan_ndjson(path, schema=schema | {name: pl.String for name in lists}).collect()
+            except Exception:  # noqa: BLE001 - any failure: find the line below
+                frame = None
+            if frame is not None:
+                return _check_required(frame, path, required, what)
+        line, problem = _first_bad_json_line(path, fields)
+        raise PreparationError(
+            f"{path}:{line}: {problem} in the {what} file; fix or delete that line ({type(e).__name__}: {e})"
+        ) from e
+    if lists:
+        frame = frame.with_columns(pl.col(name).list.join(" ") for name in lists)
+    return _check_required(frame, path, required, what)
+
+
+def _check_required(frame, path: str, required: Sequence[str], what: str):
+    pl = require_polars()
+    for name in required:
+        missing = frame.select(pl.col(name).is_null().arg_max().alias("at"), pl.col(name).is_null().any()).row(0)
+        if missing[1]:
+            line = _record_line(path, missing[0])
+            raise PreparationError(
+                f"{path}:{line}: no {name!r} field (missing or null) in the {what} file; every line needs "
+                f"{', '.join(repr(r) for r in required)}: add it or delete the line"
+            )
+        if frame.schema[name] == pl.String:
+            is_empty = pl.col(name) == ""
+            empty = frame.select(is_empty.arg_max().alias("at"), is_empty.any().alias("any")).row(0)
+            if empty[1]:
+                raise PreparationError(
+                    f"{path}:{_record_line(path, empty[0])}: empty {name!r} in the {what} file: give it a value"
+                )
+    return frame
+
+
+def read_amazon2018(reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False):
+    """Reads Amazon Reviews 2018 JSON-lines files: reviews (`reviewerID, asin, overall, unixReviewTime`) and metadata
+    (`asin, title`, and `description` if asked). Returns `(interactions, items)`, the frames `prepare_interactions`
+    takes: `user, item, rating, timestamp` (seconds) and `item, title[, text]`, in file order."""
+    pl = require_polars()
+    fields = {"reviewerID": "string", "asin": "string", "overall": "number", "unixReviewTime": "integer"}
+    interactions = read_json_lines(reviews, fields, list(fields), "reviews").select(
+        pl.col("reviewerID").alias("user"),
+        pl.col("asin").alias("item"),
+        pl.col("overall").alias("rating"),
+        pl.col("unixReviewTime").alias("timestamp"),
+    )
+    meta_fields = {"asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
+    items = read_json_lines(meta, meta_fields, ["asin"], "metadata").rename({"asin": "item"})
+    if description:
+        items = items.rename({"description": "text"})
+    return interactions, items
+
+
+def read_amazon2023(reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False):
+    """Reads Amazon Reviews 2023 JSONL files: reviews (`user_id, parent_asin, rating, timestamp` in milliseconds) and
+    metadata (`parent_asin, title`, and `description` if asked). Items are parent ASINs; timestamps become seconds
+    (floored), so windows and the written `timestamp` columns are in seconds as in the 2018 layout."""
+    pl = require_polars()
+    fields = {"user_id": "string", "parent_asin": "string", "rating": "number", "timestamp": "integer"}
+    interactions = read_json_lines(reviews, fields, list(fields), "reviews").select(
+        pl.col("user_id").alias("user"),
+        pl.col("parent_asin").alias("item"),
+        pl.col("rating"),
+        (pl.col("timestamp") // 1000).alias("timestamp"),
+    )
+    meta_fields = {"parent_asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
+    items = read_json_lines(meta, meta_fields, ["parent_asin"], "metadata").rename({"parent_asin": "item"})
+    if description:
+        items = items.rename({"description": "text"})
+    return interactions, items
+
+
+def _read_table_file(path: str, columns: Sequence[str], what: str, option_of: dict[str, str]):
+    pl = require_polars()
+    if not os.path.isfile(path):
+        raise PreparationError(f"{path}: no such file (the {what} table)")
+    suffix = "".join(Path(path).suffixes[-2:]).lower()
+    try:
+        if suffix.endswith((".parquet", ".pq")):
+            schema = pl.read_parquet_schema(path)
+            lazy = pl.scan_parquet(path)
+        elif ".csv" in suffix or ".tsv" in suffix:
+            lazy = pl.scan_csv(path, separator="\t" if ".tsv" in suffix else ",", infer_schema_length=10_000)
+            schema = lazy.collect_schema()
+        else:
+            raise PreparationError(f"{path}: the {what} table must be .csv, .tsv or .parquet, got {suffix or 'none'}")
+    except PreparationError:
+        raise
+    except Exception as e:
+        raise PreparationError(f"{path}: cannot read the {what} table ({type(e).__name__}: {e})") from e
+    missing = [c for c in columns if c not in schema]
+    if missing:
+        hint = "; ".join(f"column {c!r} (set it with --{option_of.get(c, c)})" for c in missing)
+        raise PreparationError(f"{path}:1: the {what} table has no {hint}; its columns are {list(schema)}")
+    try:
+        return lazy.select(columns).collect()
+    except Exception as e:
+        raise PreparationError(f"{path}: cannot read the {what} table ({type(e).__name__}: {e})") from e
+
+
+def timestamps_to_seconds(values, unit: str, where: str):
+    """Integer Unix seconds from a polars Series of datetimes, dates, numbers in `unit` (`s`, `ms`, `us`, `ns`, or
+    `auto`: told apart by magnitude, which needs all values in one plausible range) or ISO date strings.
+
+    Examples:
+    ```python
+    >>> import polars as pl
+    >>> timestamps_to_seconds(pl.Series([1541030400000, 1541030401000]), "auto", "t.csv").to_list()
+    [1541030400, 1541030401]
+    ```
+    """
+    pl = require_polars()
+    if unit not in ("auto", *TIME_UNITS):
+        raise PreparationError(f"{where}: unknown timestamp unit {unit!r}; use one of auto, {', '.join(TIME_UNITS)}")
+    dtype = values.dtype
+    if dtype == pl.String:
+        parsed = values.str.to_datetime(strict=False, time_unit="us")
+        bad = parsed.is_null() & values.is_not_null()
+        if bad.any():
+            row = int(bad.arg_max())
+            raise PreparationError(
+                f"{where}: row {row + 1}: timestamp {values[row]!r} is neither a number nor an ISO date; give Unix "
+                f"times (and --time_unit) or dates like 2018-11-01T00:00:00"
+            )
+        values, dtype = parsed, parsed.dtype
+    if dtype == pl.Date:
+        values, dtype = values.cast(pl.Datetime("us")), pl.Datetime("us")
+    if isinstance(dtype, pl.Datetime):
+        if dtype.time_zone is not None:
+            values = values.dt.convert_time_zone("UTC")
+        return values.dt.epoch("s")
+    if not dtype.is_numeric():
+        raise PreparationError(f"{where}: timestamps of type {dtype} are not times; give numbers or dates")
+    if unit == "auto":
+        low, high = values.min(), values.max()
+        # Unix times of 1973-2286 in one unit: seconds up to 1e10, ms up to 1e13, ...
+        units = [u for u, scale in TIME_UNITS.items() if 1e8 * scale <= low and high < 1e10 * scale]
+        if len(units) != 1:
+            raise PreparationError(
+                f"{where}: cannot tell the timestamp unit from values {low}..{high} (not Unix times of 1973-2286 "
+                f"in one of s, ms, us, ns); give it with --time_unit"
+            )
+        unit = units[0]
+    return (values // TIME_UNITS[unit]).cast(pl.Int64) if TIME_UNITS[unit] > 1 else values.cast(pl.Int64)
+
+
+def read_table(
+    interactions: str | os.PathLike,
+    items: str | os.PathLike,
+    *,
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    time_column: str = "timestamp",
+    rating_column: str | None = None,
+    title_column: str = "title",
+    text_column: str | None = None,
+    items_item_column: str | None = None,
+    time_unit: str = "auto",
+):
+    """Reads a user's own interactions (CSV, TSV or Parquet with user, item, timestamp and optional rating columns)
+    and item table (item and title, optional text) into the frames `prepare_interactions` takes. Without a rating
+    column every rating is 5.0; times become Unix seconds (`timestamps_to_seconds`)."""
+    pl = require_polars()
+    interactions, items = os.fspath(interactions), os.fspath(items)
+    options = {user_column: "user_column", item_column: "item_column", time_column: "time_column"}
+    columns = [user_column, item_column, time_column] + ([rating_column] if rating_column else [])
+    if rating_column:
+        options[rating_column] = "rating_column"
+    frame = _read_table_file(interactions, columns, "interactions", options)
+    times = timestamps_to_seconds(frame[time_column], time_unit, interactions)
+    out = pl.DataFrame(
+        {
+            "user": frame[user_column].cast(pl.String),
+            "item": frame[item_column].cast(pl.String),
+            "rating": frame[rating_column] if rating_column else pl.Series([5.0] * frame.height),
+            "timestamp": times,
+        }
+    )
+    for name in ("user", "item", "timestamp"):
+        nulls = out[name].is_null()
+        if nulls.any():
+            raise PreparationError(
+                f"{interactions}: row {int(nulls.arg_max()) + 1}: empty {name} (column "
+                f"{ {'user': user_column, 'item': item_column, 'timestamp': time_column}[name]!r}); fill or drop it"
+            )
+    items_item_column = items_item_column or item_column
+    item_columns = [items_item_column, title_column] + ([text_column] if text_column else [])
+    item_options = {items_item_column: "items_item_column", title_column: "title_column"}
+    if text_column:
+        item_options[text_column] = "text_column"
+    table = _read_table_file(items, item_columns, "items", item_options)
+    renamed = {items_item_column: "item", title_column: "title"} | ({text_column: "text"} if text_column else {})
+    table = table.rename(renamed).with_columns(pl.col("item").cast(pl.String), pl.col("title").cast(pl.String))
+    return out, table
+
+
+# -- the authors' filters ---------------------------------------------------------------------------------------------
+def clean_titles(items, passes: int = 1):
+    """The authors' title rules on a metadata frame (`item, title[, text]`, file order): one row per kept item with
+    its cleaned title (see the module docstring), in order of first record. `passes > 1` cleans and checks the
+    titles that many times, as the authors' window-extension recursion does.
+
+    Examples:
+    ```python
+    >>> import polars as pl
+    >>> meta = pl.DataFrame({"item": ["a", "b", "c", "a"], "title": [' "Saw &amp; Drill" ', "x", None, "Saw"]})
+    >>> clean_titles(meta).rows()
+    [('a', 'Saw')]
+    ```
+    """
+    pl = require_polars()
+    title, clean = pl.col("title"), pl.col("_clean")
+    frame = items.with_columns(title.alias("_clean"), title.is_null().alias("_bad"))
+    for _ in range(passes):
+        frame = frame.with_columns(_bad=pl.col("_bad") | clean.str.contains("<span id", literal=True))
+        cleaned = clean.str.replace_all("&quot;", '"', literal=True).str.replace_all("&amp;", "&", literal=True)
+        frame = frame.with_columns(_clean=cleaned.str.strip_chars(" ").str.strip_chars('"'))
+        frame = frame.with_columns(
+            _bad=pl.col("_bad")
+            | (clean.str.len_chars() <= 1)
+            | (clean.str.count_matches(" ", literal=True) > 19)  # len(title.split(" ")) > 20
+        )
+    extra = ["text"] if "text" in items.columns else []
+    return (
+        frame.group_by("item", maintain_order=True)
+        .agg(pl.col("_bad").any(), pl.col("_clean").last().alias("title"), *[pl.col(c).last() for c in extra])
+        .filter(~pl.col("_bad"))
+        .drop("_bad")
+    )
+
+
+def k_core(users: np.ndarray, items: np.ndarray, k: int) -> np.ndarray:
+    """The iterative k-core of a bipartite multigraph given as integer codes per interaction: a boolean mask of the
+    interactions whose user and item both keep at least `k` of them (repeats counted, as the authors' script does).
+
+    Examples:
+    ```python
+    >>> import numpy as np
+    >>> k_core(np.array([0, 0, 1, 1, 2]), np.array([0, 1, 0, 1, 1]), 2).tolist()
+    [True, True, True, True, False]
+    ```
+    """
+    alive = np.arange(len(users))
+    u, i = users, items
+    while len(alive):
+        bad = (np.bincount(u)[u] < k) | (np.bincount(i)[i] < k)
+        if not bad.any():
+            break
+        keep = ~bad
+        alive, u, i = alive[keep], u[keep], i[keep]
+    mask = np.zeros(len(users), dtype=bool)
+    mask[alive] = True
+    return mask
+
+
+def first_appearance_order(codes: np.ndarray) -> np.ndarray:
+    """Renumbers integer codes by order of first appearance: `[7, 3, 7, 5] -> [0, 1, 0, 2]`.
+
+    Examples:
+    ```python
+    >>> import numpy as np
+    >>> first_appearance_order(np.array([7, 3, 7, 5])).tolist()
+    [0, 1, 0, 2]
+    ```
+    """
+    uniques, first, inverse = np.unique(codes, return_index=True, return_inverse=True)
+    rank = np.empty(len(uniques), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(uniques))
+    return rank[inverse.reshape(-1)]
+
+
+def shuffled_ids(num_items: int, seed: int) -> np.ndarray:
+    """The item id of each item (numbered by first appearance): `random.seed(seed); random.shuffle(items)` then ids
+    in list order, as the authors' script. The shuffle depends only on the list's length, so a list of indices
+    gives the same permutation as their list of ASINs.
+
+    Examples:
+    ```python
+    >>> asins = ["B1", "B2", "B3", "B4"]
+    >>> random.seed(42); random.shuffle(asins)  # the authors' two lines
+    >>> [asins.index(a) for a in ["B1", "B2", "B3", "B4"]] == shuffled_ids(4, 42).tolist()
+    True
+    ```
+    """
+    order = list(range(num_items))
+    random.Random(seed).shuffle(order)
+    ids = np.empty(num_items, dtype=np.int64)
+    ids[np.asarray(order, dtype=np.int64)] = np.arange(num_items)
+    return ids
+
+
+# -- from interactions to rows ----------------------------------------------------------------------------------------
+@dataclass
+class PreparedInteractions:
+    """The k-core interactions sorted by user (first appearance) then time, and the rows in split order.
+
+    `item_names[c]`, `titles[c]` and `item_ids[c]` describe the core's item `c` (numbered by first appearance);
+    `users[u]` names user `u`; per interaction (user-time order) `user`, `item` (item code), `rating`, `timestamp`
+    and `position` (0 for a user's first); `rows` indexes the interactions that are targets, in split order, and
+    `split_sizes` cuts them into train, valid and test."""
+
+    users: list
+    item_names: list
+    titles: list
+    item_ids: np.ndarray
+    user: np.ndarray
+    item: np.ndarray
+    rating: object  # a polars Series: its dtype decides how ratings are written
+    timestamp: np.ndarray
+    position: np.ndarray
+    rows: np.ndarray
+    split_sizes: tuple[int, int, int]
+    start: tuple[int, int]
+    end: tuple[int, int]
+    k: int
+    max_history: int
+    texts: list | None = None
+    chunk_rows: int = 200_000
+
+    @property
+    def num_items(self) -> int:
+        return len(self.item_names)
+
+    def stem(self, category: str) -> str:
+        return file_stem(category, self.k, self.start, self.end)
+
+
+def _window_core(user_codes, item_codes, timestamps, start_ts: int, end_ts: int, k: int):
+    in_window = np.flatnonzero((timestamps >= start_ts) & (timestamps <= end_ts))
+    core = k_core(user_codes[in_window], item_codes[in_window], k)
+    return in_window[core]
+
+
+def prepare_interactions(interactions, items, config: PrepareConfig | None = None, **overrides) -> PreparedInteractions:
+    """Applies the authors' preparation (module docstring) to `interactions` (`user, item, rating, timestamp` in
+    seconds, in source order) and raw item metadata `items` (`item, title[, text]`), keyword overrides going to
+    `PrepareConfig`. Raises `PreparationError` when nothing is left.
+
+    Examples:
+    ```python
+    >>> import polars as pl
+    >>> users = [u for u in "abc" for _ in range(3)]
+    >>> inter = pl.DataFrame({"user": users, "item": ["x", "y", "z"] * 3, "rating": [5.0] * 9,
+    ...                       "timestamp": [1e9 + t for t in range(9)]}).cast({"timestamp": pl.Int64})
+    >>> meta = pl.DataFrame({"item": ["x", "y", "z"], "title": ["Saw", "Drill", "Glue"]})
+    >>> prepared = prepare_interactions(inter, meta, k=3)
+    >>> prepared.split_sizes, [prepared.titles[c] for c in prepared.item[prepared.rows[:2]]]
+    ((4, 1, 1), ['Drill', 'Glue'])
+    ```
+    """
+    pl = require_polars()
+    config = dataclasses.replace(config, **overrides) if config else PrepareConfig(**overrides)
+    for name in ("user", "item", "rating", "timestamp"):
+        if name not in interactions.columns:
+            raise PreparationError(f"interactions: no {name!r} column (columns: {interactions.columns})")
+    raw_items = items.select([c for c in ("item", "title", "text") if c in items.columns])
+
+    def encode(passes: int):
+        catalog = clean_titles(raw_items, passes=passes)
+        if catalog.height == 0:
+            raise PreparationError(
+                "no item has a usable title (one with 2 to 20 words, without '<span id'): check the metadata "
+                "file's 'title' field"
+            )
+        catalog = catalog.with_row_index("_item_code")
+        frame = interactions.with_row_index("_row").join(
+            catalog.select("item", "_item_code"), on="item", how="inner", maintain_order="left"
+        )
+        codes = frame["_item_code"].to_numpy(), frame["user"].cast(pl.Categorical).to_physical().to_numpy()
+        return catalog, frame, *codes, frame["timestamp"].to_numpy()
+
+    start_year, start_month = config.start_year, config.start_month
+    end_ts = month_start(config.end_year, config.end_month)
+    catalog, frame, item_codes, user_codes, timestamps = encode(1)
+    while True:
+        kept = _window_core(user_codes, item_codes, timestamps, month_start(start_year, start_month), end_ts, config.k)
+        num_items = len(np.unique(item_codes[kept]))
+        extend = config.extend_window_min_items
+        if extend is None or num_items >= extend or start_year <= config.earliest_year:
+            break
+        start_year -= 1
+        # The authors' script recurses on metadata it has already cleaned in place: each extra year cleans the
+        # titles once more (`12&amp;quot;` -> `12&quot;` -> `12"`), and a title must pass the filters every time.
+        catalog, frame, item_codes, user_codes, timestamps = encode(1 + config.start_year - start_year)
+    if len(kept) == 0:
+        raise PreparationError(
+            f"no interaction is left after the window {start_year}-{start_month:02d}..{config.end}, the titles "
+            f"filter and the {config.k}-core ({frame.height} of {interactions.height} interactions have an item "
+            f"with a usable title): widen --start/--end or lower --k"
+        )
+
+    users = first_appearance_order(user_codes[kept])
+    items_first = first_appearance_order(item_codes[kept])
+    timestamps = timestamps[kept]
+    order = np.lexsort((timestamps, users))  # stable: ties stay in input order
+    user_sorted, item_sorted, time_sorted = users[order], items_first[order], timestamps[order]
+    starts = np.flatnonzero(np.r_[True, user_sorted[1:] != user_sorted[:-1]])
+    position = np.arange(len(order)) - np.repeat(starts, np.diff(np.r_[starts, len(order)]))
+    targets = np.flatnonzero(position >= 1)
+    rows = targets[np.argsort(time_sorted[targets], kind="stable")]
+    n = len(rows)
+    if n == 0:
+        raise PreparationError("the k-core has no user with two interactions: there is no row to write; lower --k")
+    train, valid = int(n * 0.8), int(n * 0.9)  # the authors' float cut, kept bit for bit
+
+    # Names of the core's users and items, in first-appearance order.
+    kept_rows = frame[kept]
+    user_first = np.unique(users, return_index=True)[1]
+    item_first = np.unique(items_first, return_index=True)[1]
+    item_code_of = kept_rows["_item_code"].to_numpy()[item_first]
+    item_table = catalog[item_code_of]
+    rating = kept_rows["rating"][order]
+    return PreparedInteractions(
+        users=kept_rows["user"].gather(user_first).to_list(),
+        item_names=item_table["item"].to_list(),
+        titles=item_table["title"].to_list(),
+        item_ids=shuffled_ids(len(item_first), config.seed),
+        user=user_sorted,
+        item=item_sorted,
+        rating=rating,
+        timestamp=time_sorted,
+        position=position,
+        rows=rows,
+        split_sizes=(train, valid - train, n - valid),
+        start=(start_year, start_month),
+        end=(config.end_year, config.end_month),
+        k=config.k,
+        max_history=config.max_history,
+        texts=item_table["text"].to_list() if "text" in item_table.columns else None,
+        chunk_rows=config.chunk_rows,
+    )
+
+
+# -- writing the layout -----------------------------------------------------------------------------------------------
+def _python_list(columns, max_history: int):
+    """`str(list)` of the non-null values of `columns` (oldest first), each already a Python repr."""
+    pl = require_polars()
+    return pl.concat_str([pl.lit("["), pl.concat_str(columns, separator=", ", ignore_nulls=True), pl.lit("]")])
+
+
+def write_layout(prepared: PreparedInteractions, out_dir: str | os.PathLike, category: str, progress: bool = True):
+    """Writes `out_dir/info/{stem}.txt` (`title\\titem_id` in id order) and `out_dir/{train,valid,test}/{stem}.csv`
+    in the authors' column formats (Python list reprs, CRLF lines, minimal quoting), building `chunk_rows` rows at a
+    time; with item texts, also `out_dir/text/{stem}.jsonl` (`item_id, asin, title, text`). Returns the paths."""
+    pl = require_polars()
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir)
+    stem = prepared.stem(category)
+    paths = {"info": out_dir / "info" / f"{stem}.txt"} | {s: out_dir / s / f"{stem}.csv" for s in SPLITS}
+    for path in paths.values():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    by_id = np.argsort(prepared.item_ids)
+    with open(paths["info"], "w", encoding="utf-8", newline="") as f:
+        f.writelines(f"{prepared.titles[c]}\t{i}\n" for i, c in enumerate(by_id.tolist()))
+    if prepared.texts is not None:
+        paths["text"] = out_dir / "text" / f"{stem}.jsonl"
+        paths["text"].parent.mkdir(parents=True, exist_ok=True)
+        with open(paths["text"], "w", encoding="utf-8") as f:
+            for i, c in enumerate(by_id.tolist()):
+                record = {"item_id": i, "asin": prepared.item_names[c], "title": prepared.titles[c]}
+                f.write(json.dumps(record | {"text": prepared.texts[c] or ""}, ensure_ascii=False) + "\n")
+
+    # Per-item and per-value strings, built once: Python's own repr is the authors' format by definition.
+    asin = pl.Series(prepared.item_names, dtype=pl.String)
+    asin_repr = pl.Series([repr(a) for a in prepared.item_names], dtype=pl.String)
+    title = pl.Series(prepared.titles, dtype=pl.String)
+    title_repr = pl.Series([repr(t) for t in prepared.titles], dtype=pl.String)
+    item_id = pl.Series(prepared.item_ids).cast(pl.String)
+    users = pl.Series(prepared.users, dtype=pl.String)
+    rating_values, rating_codes = np.unique(prepared.rating.to_numpy(), return_inverse=True)
+    rating_repr = pl.Series([repr(v) for v in rating_values.tolist()], dtype=pl.String)
+    rating_codes = rating_codes.reshape(-1)
+    timestamp = pl.Series(prepared.timestamp).cast(pl.String)
+    header = (",".join(SPLIT_COLUMNS) + "\r\n").encode()
+
+    def column(table, codes, valid=None):
+        index = pl.Series(codes)
+        if valid is not None:
+            index = pl.select(pl.when(pl.Series(valid)).then(index)).to_series()
+        return table.gather(index)
+
+    bounds = np.cumsum((0,) + prepared.split_sizes)
+    total = int(bounds[-1])
+    bar = tqdm(total=total, desc=f"writing {stem}", unit="row", disable=not progress)
+    for split, lo, hi in zip(SPLITS, bounds[:-1], bounds[1:]):
+        with open(paths[split], "wb") as f:
+            f.write(header)
+            for chunk_lo in range(int(lo), int(hi), prepared.chunk_rows):
+                rows = prepared.rows[chunk_lo : min(int(hi), chunk_lo + prepared.chunk_rows)]
+                pos = prepared.position[rows]
+                hist = {"asin": [], "id": [], "title": [], "rating": [], "time": []}
+                for back in range(prepared.max_history, 0, -1):  # oldest first
+                    valid = pos >= back
+                    at = np.where(valid, rows - back, 0)
+                    item = prepared.item[at]
+                    hist["asin"].append(column(asin_repr, item, valid))
+                    hist["id"].append(column(item_id, item, valid))
+                    hist["title"].append(column(title_repr, item, valid))
+                    hist["rating"].append(column(rating_repr, rating_codes[at], valid))
+                    hist["time"].append(column(timestamp, at, valid))
+                item = prepared.item[rows]
+                chunk = pl.DataFrame(
+                    {
+                        "user_id": column(users, prepared.user[rows]),
+                        "item_asin": column(asin, item),
+                        "item_id": column(item_id, item),
+                        "item_title": column(title, item),
+                        "rating": column(rating_repr, rating_codes[rows]),
+                        "timestamp": column(timestamp, rows),
+                    }
+                    | {f"_h{name}{j}": s for name, series in hist.items() for j, s in enumerate(series)}
+                )
+                lists = {
+                    "item_asins": "asin",
+                    "history_item_id": "id",
+                    "history_item_title": "title",
+                    "history_rating": "rating",
+                    "history_timestamp": "time",
+                }
+                chunk = chunk.select(
+                    pl.col(name)
+                    if name not in lists
+                    else _python_list(
+                        [pl.col(f"_h{lists[name]}{j}") for j in range(prepared.max_history)], prepared.max_history
+                    ).alias(name)
+                    for name in SPLIT_COLUMNS
+                )
+                chunk.write_csv(f, include_header=False, line_terminator="\r\n", quote_style="necessary")
+                bar.update(len(rows))
+    bar.close()
+    return paths
+
+
+# -- one call per source ----------------------------------------------------------------------------------------------
+def prepare_amazon2018(
+    reviews: str | os.PathLike,
+    meta: str | os.PathLike,
+    category: str,
+    out_dir: str | os.PathLike,
+    config: PrepareConfig | None = None,
+    description: bool = False,
+    progress: bool = True,
+    **overrides,
+) -> dict[str, Path]:
+    """Amazon Reviews 2018 JSON-lines files to the D3/ReRe layout under `out_dir` (see `write_layout`); the same rows,
+    item ids and titles as the authors' `data/process.py` for the same window. Returns the written paths.
+
+    Examples:
+    ```python
+    >>> paths = write_synthetic_amazon2018("raw", num_interactions=3000, num_items=60, num_users=300)
+    >>> out = prepare_amazon2018(paths["reviews"], paths["meta"], "Tools", "data", progress=False)
+    >>> sorted(str(p) for p in out.values())  # doctest: +NORMALIZE_WHITESPACE
+    ['data/info/Tools_5_1996-10-2018-11.txt', 'data/test/Tools_5_1996-10-2018-11.csv',
+     'data/train/Tools_5_1996-10-2018-11.csv', 'data/valid/Tools_5_1996-10-2018-11.csv']
+    ```
+    """
+    interactions, items = read_amazon2018(reviews, meta, description=description)
+    prepared = prepare_interactions(interactions, items, config, **overrides)
+    return write_layout(prepared, out_dir, category, progress=progress)
+
+
+def prepare_amazon2023(
+    reviews: str | os.PathLike,
+    meta: str | os.PathLike,
+    category: str,
+    out_dir: str | os.PathLike,
+    config: PrepareConfig | None = None,
+    description: bool = False,
+    progress: bool = True,
+    **overrides,
+) -> dict[str, Path]:
+    """Amazon Reviews 2023 JSONL files (`read_amazon2023`) to the D3/ReRe layout under `out_dir`; items are parent
+    ASINs and the written timestamps are seconds. Returns the written paths."""
+    interactions, items = read_amazon2023(reviews, meta, description=description)
+    prepared = prepare_interactions(interactions, items, config, **overrides)
+    return write_layout(prepared, out_dir, category, progress=progress)
+
+
+def prepare_table(
+    interactions: str | os.PathLike,
+    items: str | os.PathLike,
+    category: str,
+    out_dir: str | os.PathLike,
+    config: PrepareConfig | None = None,
+    progress: bool = True,
+    table_options: dict | None = None,
+    **overrides,
+) -> dict[str, Path]:
+    """A user's own interaction and item tables (`read_table`, options in `table_options`) to the D3/ReRe layout
+    under `out_dir`. Returns the written paths."""
+    interactions, items = read_table(interactions, items, **(table_options or {}))
+    prepared = prepare_interactions(interactions, items, config, **overrides)
+    return write_layout(prepared, out_dir, category, progress=progress)
+
+
+# -- synthetic raw files ----------------------------------------------------------------------------------------------
+_WORDS = (  # noqa: SIM905 - a word list reads best as text
+    "steel brass copper aluminum nylon rubber acrylic glass ceramic carbon round square hex flat threaded "
+    "socket bolt nut washer screw rod tube sheet plate bar wire spring bearing valve fitting clamp hinge "
+    "bracket drill saw blade bit glue tape filament nozzle sensor gauge meter pump filter seal gasket ring "
+    "kit pack set small large heavy duty precision industrial black white red blue clear metric inch"
+).split()
+
+
+def write_synthetic_amazon2018(
+    out_dir: str | os.PathLike,
+    num_interactions: int = 10_000,
+    num_items: int = 500,
+    num_users: int = 2_000,
+    seed: int = 0,
+    first: str = "2014-01",
+    last: str = "2018-12",
+    category: str = "Synthetic",
+) -> dict[str, Path]:
+    """Writes a raw sample in the Amazon Reviews 2018 format: `out_dir/{category}.json` (reviews) and
+    `out_dir/meta_{category}.json`, the names the authors' script reads. Item popularity and user activity follow
+    power laws (a few items and users hold most interactions), times are uniform between the months `first` and
+    `last` (to the day, so ties occur), and a few metadata records fail the title filters. Returns the two paths.
+
+    Examples:
+    ```python
+    >>> paths = write_synthetic_amazon2018("raw", num_interactions=50, num_items=5, num_users=10)
+    >>> sorted(p.name for p in paths.values())
+    ['Synthetic.json', 'meta_Synthetic.json']
+    ```
+    """
+    pl = require_polars()
+    rng = np.random.default_rng(seed)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+    def power_law(n: int, exponent: float, size: int) -> np.ndarray:
+        weights = 1.0 / np.arange(1, n + 1) ** exponent
+        return rng.choice(n, size=size, p=weights / weights.sum())
+
+    items = power_law(num_items, 1.0, num_interactions)
+    users = power_law(num_users, 0.6, num_interactions)
+    lo = month_start(*_parse_month(first, "first")) // 86400
+    hi = month_start(*_parse_month(last, "last")) // 86400
+    reviews = pl.DataFrame(
+        {
+            "reviewerID": [f"A{u:013X}" for u in (users * 2654435761 % (1 << 52)).tolist()],
+            "asin": [f"B{i:09d}" for i in items.tolist()],
+            "overall": rng.integers(1, 6, num_interactions).astype(np.float64),
+            "unixReviewTime": rng.integers(lo, hi + 1, num_interactions) * 86400,
+        }
+    )
+    lengths = rng.integers(2, 13, num_items)
+    words = rng.integers(0, len(_WORDS), (num_items, 12))
+    titles = [" ".join(_WORDS[w] for w in words[i, : lengths[i]]).title() for i in range(num_items)]
+    # A few records the title filters drop: no title, a one-letter title, an HTML fragment, a 21-word title.
+    titles = [
+        None
+        if i % 97 == 13
+        else "X"
+        if i % 89 == 7
+        else "<span id='x'>"
+        if i % 83 == 5
+        else " ".join([t] * 21)
+        if i % 79 == 3
+        else t
+        for i, t in enumerate(titles)
+    ]
+    paths = {"reviews": out_dir / f"{category}.json", "meta": out_dir / f"meta_{category}.json"}
+    reviews.write_ndjson(paths["reviews"])
+    with open(paths["meta"], "w", encoding="utf-8") as f:  # a missing title is a missing key, as in the dumps
+        for i, title in enumerate(titles):
+            record = {"asin": f"B{i:09d}"} | ({} if title is None else {"title": title})
+            f.write(json.dumps(record) + "\n")
+    return paths
