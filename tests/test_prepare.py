@@ -341,3 +341,14 @@ def test_k_core_equals_peeling_one_edge_set_at_a_time(seed):
     if mask.any():
         assert np.bincount(users[mask])[users[mask]].min() >= 4
         assert np.bincount(items[mask])[items[mask]].min() >= 4
+
+
+def test_descriptions_go_to_a_text_file_keyed_by_item_id(tmp_path):
+    paths = prepare_amazon2018(REVIEWS, META, "Tiny", tmp_path, progress=False, description=True, **WINDOW)
+    records = [json.loads(line) for line in paths["text"].read_text().splitlines()]
+    titles = [line.split("\t")[0] for line in expected(FILES[0]).decode().splitlines()]
+    assert [r["item_id"] for r in records] == list(range(len(titles)))
+    assert [r["title"] for r in records] == titles
+    later = next(r for r in records if r["asin"] == "B000000014")
+    assert later["title"] == "Later Record Wins" and later["text"] == "extra fields are ignored"
+    assert_same_as_authors(tmp_path)  # the split files do not change

@@ -635,7 +635,7 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
 
 
 # -- writing the layout -----------------------------------------------------------------------------------------------
-def _python_list(columns, max_history: int):
+def _python_list(columns):
     """`str(list)` of the non-null values of `columns` (oldest first), each already a Python repr."""
     pl = require_polars()
     return pl.concat_str([pl.lit("["), pl.concat_str(columns, separator=", ", ignore_nulls=True), pl.lit("]")])
@@ -675,6 +675,7 @@ def write_layout(prepared: PreparedInteractions, out_dir: str | os.PathLike, cat
     rating_repr = pl.Series([repr(v) for v in rating_values.tolist()], dtype=pl.String)
     rating_codes = rating_codes.reshape(-1)
     timestamp = pl.Series(prepared.timestamp).cast(pl.String)
+    item_strings = pl.DataFrame({"asin": asin_repr, "id": item_id, "title": title_repr})
     header = (",".join(SPLIT_COLUMNS) + "\r\n").encode()
 
     def column(table, codes, valid=None):
@@ -692,16 +693,16 @@ def write_layout(prepared: PreparedInteractions, out_dir: str | os.PathLike, cat
             for chunk_lo in range(int(lo), int(hi), prepared.chunk_rows):
                 rows = prepared.rows[chunk_lo : min(int(hi), chunk_lo + prepared.chunk_rows)]
                 pos = prepared.position[rows]
-                hist = {"asin": [], "id": [], "title": [], "rating": [], "time": []}
+                history = []
                 for back in range(prepared.max_history, 0, -1):  # oldest first
                     valid = pos >= back
                     at = np.where(valid, rows - back, 0)
-                    item = prepared.item[at]
-                    hist["asin"].append(column(asin_repr, item, valid))
-                    hist["id"].append(column(item_id, item, valid))
-                    hist["title"].append(column(title_repr, item, valid))
-                    hist["rating"].append(column(rating_repr, rating_codes[at], valid))
-                    hist["time"].append(column(timestamp, at, valid))
+                    # Earlier than the user's first interaction: null, which concat_str leaves out.
+                    history.append(
+                        item_strings[prepared.item[at]]
+                        .with_columns(rating=rating_repr.gather(rating_codes[at]), time=timestamp.gather(at))
+                        .select(pl.when(pl.Series(valid)).then(pl.all()).name.suffix(str(back)))
+                    )
                 item = prepared.item[rows]
                 chunk = pl.DataFrame(
                     {
@@ -712,8 +713,7 @@ def write_layout(prepared: PreparedInteractions, out_dir: str | os.PathLike, cat
                         "rating": column(rating_repr, rating_codes[rows]),
                         "timestamp": column(timestamp, rows),
                     }
-                    | {f"_h{name}{j}": s for name, series in hist.items() for j, s in enumerate(series)}
-                )
+                ).hstack(pl.concat(history, how="horizontal").get_columns())
                 lists = {
                     "item_asins": "asin",
                     "history_item_id": "id",
@@ -725,7 +725,7 @@ def write_layout(prepared: PreparedInteractions, out_dir: str | os.PathLike, cat
                     pl.col(name)
                     if name not in lists
                     else _python_list(
-                        [pl.col(f"_h{lists[name]}{j}") for j in range(prepared.max_history)], prepared.max_history
+                        [pl.col(f"{lists[name]}{back}") for back in range(prepared.max_history, 0, -1)]
                     ).alias(name)
                     for name in SPLIT_COLUMNS
                 )

@@ -1,0 +1,216 @@
+"""Preparation from raw interactions: trl-rere's `examples/prepare_data.py amazon2018` against the authors'
+`data/process.py` (github.com/sober-clever/ReRe) on the same generated Amazon Reviews 2018 files, and trl-rere alone
+on 10 million interactions over 1 million items. Each run is a child process timed by wall clock, its peak memory
+the child's maximum resident set size (`resource.getrusage(RUSAGE_CHILDREN)` of a one-child wrapper).
+
+    python benchmarks/prepare_data.py --authors_script /path/to/ReRe/data/process.py
+
+The authors' script is not part of this repository: pass the path of a copy (it needs `fire` and `loguru`). Without
+it, only trl-rere's rows are measured. Prints a markdown table and writes benchmarks/prepare_data.md. The raw files
+are generated once under --work (default benchmarks/_work/prepare_data) and reused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import filecmp
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from trl_rere.prepare import file_stem, write_synthetic_amazon2018
+
+MACHINE = "2 CPU cores, 24 GiB, shared with other work"
+CATEGORY = "Bench"
+# name: (interactions, items, users, compare with the authors)
+SIZES = {"1M": (1_000_000, 100_000, 200_000, True), "10M": (10_000_000, 1_000_000, 2_000_000, False)}
+WRAPPER = (
+    "import json, resource, subprocess, sys, time\n"
+    "start = time.perf_counter()\n"
+    "code = subprocess.run(sys.argv[2:], cwd=sys.argv[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode\n"
+    "wall = time.perf_counter() - start\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
+    "print(json.dumps({'code': code, 'wall_s': wall, 'peak_bytes': peak}))\n"
+)
+
+
+def measure(command: list[str], cwd: Path) -> dict:
+    """Runs `command` in `cwd` as the only child of a wrapper process; returns its exit code, wall time, peak RSS."""
+    result = subprocess.run(
+        [sys.executable, "-c", WRAPPER, str(cwd), *command], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0 or not result.stdout.strip():
+        raise RuntimeError(f"the wrapper failed: {result.stderr[-2000:]}")
+    stats = json.loads(result.stdout.strip().splitlines()[-1])
+    if stats["code"] != 0:
+        raise RuntimeError(f"{' '.join(command)} exited with {stats['code']}")
+    return stats
+
+
+def raw_files(work: Path, name: str) -> Path:
+    interactions, items, users, _ = SIZES[name]
+    folder = work / f"raw_{name}"
+    if not (folder / "done").exists():
+        print(f"generating {name}: {interactions:,} interactions, {items:,} items, {users:,} users", flush=True)
+        write_synthetic_amazon2018(
+            folder, num_interactions=interactions, num_items=items, num_users=users, seed=0, category=CATEGORY
+        )
+        (folder / "done").touch()
+    return folder
+
+
+def count_rows(folder: Path, stem: str) -> tuple[int, int]:
+    def lines(path: Path) -> int:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+
+    rows = sum(lines(folder / s / f"{stem}.csv") - 1 for s in ("train", "valid", "test"))
+    return lines(folder / "info" / f"{stem}.txt"), rows
+
+
+def same_output(a: Path, b: Path, stem: str) -> bool:
+    names = [f"info/{stem}.txt"] + [f"{s}/{stem}.csv" for s in ("train", "valid", "test")]
+    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
+def run(args) -> list[dict]:
+    work = Path(args.work)
+    stem = file_stem(CATEGORY, 5, (1996, 10), (2018, 11))
+    # What every `trl_rere` command pays before any work: `trl_rere/__init__` imports torch, transformers and TRL.
+    imports = measure([sys.executable, "-c", "import trl_rere.prepare"], ROOT)
+    rows = [{"size": "-", "tool": "python -c 'import trl_rere.prepare'", "items": 0, "rows": 0, **imports}]
+    print(rows[0], flush=True)
+    for name in args.sizes:
+        raw = raw_files(work, name)
+        out = work / f"ours_{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        ours = measure(
+            [
+                sys.executable,
+                str(ROOT / "examples" / "prepare_data.py"),
+                "amazon2018",
+                "--reviews",
+                str(raw / f"{CATEGORY}.json"),
+                "--meta",
+                str(raw / f"meta_{CATEGORY}.json"),
+                "--category",
+                CATEGORY,
+                "--out",
+                str(out),
+                "--no_progress",
+            ],
+            ROOT,
+        )
+        num_items, num_rows = count_rows(out, stem)
+        row = {"size": name, "tool": "trl-rere", "items": num_items, "rows": num_rows, **ours}
+        rows.append(row)
+        print(row, flush=True)
+        if SIZES[name][3] and args.authors_script:
+            # The authors' script reads ../meta_{category}.json and ../{category}.json and writes to ./
+            theirs_dir = work / f"authors_{name}" / "run"
+            shutil.rmtree(theirs_dir.parent, ignore_errors=True)
+            theirs_dir.mkdir(parents=True)
+            for f in (f"{CATEGORY}.json", f"meta_{CATEGORY}.json"):
+                os.symlink(raw / f, theirs_dir.parent / f)
+            theirs = measure(
+                [
+                    sys.executable,
+                    str(Path(args.authors_script).resolve()),
+                    "--category",
+                    CATEGORY,
+                    "--K",
+                    "5",
+                    "--st_year",
+                    "1996",
+                    "--st_month",
+                    "10",
+                    "--ed_year",
+                    "2018",
+                    "--ed_month",
+                    "11",
+                ],
+                theirs_dir,
+            )
+            their_items, their_rows = count_rows(theirs_dir, stem)
+            row["identical"] = same_output(out, theirs_dir, stem)
+            theirs_row = {"size": name, "tool": "authors' process.py", "items": their_items, "rows": their_rows}
+            rows.append(theirs_row | theirs | {"identical": row["identical"]})
+            print(rows[-1], flush=True)
+            shutil.rmtree(theirs_dir.parent, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = [
+        (
+            "| interactions | run | items | rows written | wall (s) | wall without the import (s) | peak RSS (GiB) "
+            "| speed-up (whole / without the import) | same files |"
+        ),
+        "|---|---|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    authors = {r["size"]: r["wall_s"] for r in rows if r["tool"].startswith("authors")}
+    imports = next(r["wall_s"] for r in rows if r["size"] == "-")
+    for r in rows:
+        if r["size"] == "-":
+            lines.append(f"| - | {r['tool']} | | | {r['wall_s']:.1f} | | {r['peak_bytes'] / 2**30:.2f} | | |")
+            continue
+        ours = r["tool"] == "trl-rere"
+        net = r["wall_s"] - imports if ours else r["wall_s"]
+        speedup = ""
+        if ours and r["size"] in authors:
+            speedup = f"{authors[r['size']] / r['wall_s']:.1f}x / {authors[r['size']] / net:.1f}x"
+        same = {True: "yes, byte for byte", False: "NO"}.get(r.get("identical"), "")
+        lines.append(
+            f"| {SIZES[r['size']][0]:,} | {r['tool']} | {r['items']:,} | {r['rows']:,} | {r['wall_s']:.1f} | "
+            f"{net:.1f} | {r['peak_bytes'] / 2**30:.2f} | {speedup} | {same} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--authors_script", default=None, help="Path of a copy of the authors' data/process.py.")
+    parser.add_argument("--work", default=str(ROOT / "benchmarks" / "_work" / "prepare_data"), help="Scratch folder.")
+    parser.add_argument("--sizes", nargs="+", default=list(SIZES), choices=list(SIZES), help="Which data sets.")
+    parser.add_argument("--page", default=str(ROOT / "benchmarks" / "prepare_data.md"), help="Markdown page to write.")
+    args = parser.parse_args(argv)
+    rows = run(args)
+    body = table(rows)
+    print(body)
+    command = "python benchmarks/prepare_data.py" + (
+        " --authors_script PATH/TO/process.py" if args.authors_script else ""
+    )
+    if args.sizes != list(SIZES):
+        command += " --sizes " + " ".join(args.sizes)
+    sizes = ", ".join(f"{n}: {SIZES[n][0]:,} interactions, {SIZES[n][1]:,} items, {SIZES[n][2]:,} users" for n in SIZES)
+    page = f"""# Preparation from raw interactions
+
+`examples/prepare_data.py amazon2018` (trl-rere, polars) against the authors' `data/process.py`
+(github.com/sober-clever/ReRe, commit 7d69eee, pure Python), one run each, on the same generated Amazon Reviews 2018
+JSON-lines files (`trl_rere.prepare.write_synthetic_amazon2018`, seed 0; power-law item popularity and user
+activity; {sizes}), window 1996-10..2018-11, 5-core. Wall time and peak resident memory of the whole command
+(Python start-up and imports included); the first row is the import of `trl_rere.prepare` alone, which
+`trl_rere/__init__` makes load torch, transformers and TRL, and "without the import" subtracts it. "Same files": the
+info and split files of both runs compared byte for byte.
+
+Command: `{command}`
+Machine: {MACHINE} ({platform.python_implementation()} {platform.python_version()}).
+Date: {datetime.date.today().isoformat()}
+
+{body}
+"""
+    Path(args.page).write_text(page, encoding="utf-8")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
