@@ -565,16 +565,18 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
                 "no item has a usable title (one with 2 to 20 words, without '<span id'): check the metadata "
                 "file's 'title' field"
             )
-        catalog = catalog.with_row_index("_item_code")
-        frame = interactions.with_row_index("_row").join(
-            catalog.select("item", "_item_code"), on="item", how="inner", maintain_order="left"
+        # Integer codes only: the interactions' strings are not copied (one gather of user names at the end).
+        codes = interactions["item"].replace_strict(
+            catalog["item"], np.arange(catalog.height), default=None, return_dtype=pl.Int64
         )
-        codes = frame["_item_code"].to_numpy(), frame["user"].cast(pl.Categorical).to_physical().to_numpy()
-        return catalog, frame, *codes, frame["timestamp"].to_numpy()
+        titled = np.flatnonzero(codes.is_not_null().to_numpy())
+        return catalog, titled, codes.drop_nulls().to_numpy(), all_users[titled], all_times[titled]
 
+    all_users = interactions["user"].cast(pl.Categorical).to_physical().to_numpy()
+    all_times = interactions["timestamp"].to_numpy()
     start_year, start_month = config.start_year, config.start_month
     end_ts = month_start(config.end_year, config.end_month)
-    catalog, frame, item_codes, user_codes, timestamps = encode(1)
+    catalog, titled, item_codes, user_codes, timestamps = encode(1)
     while True:
         kept = _window_core(user_codes, item_codes, timestamps, month_start(start_year, start_month), end_ts, config.k)
         num_items = len(np.unique(item_codes[kept]))
@@ -584,11 +586,11 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
         start_year -= 1
         # The authors' script recurses on metadata it has already cleaned in place: each extra year cleans the
         # titles once more (`12&amp;quot;` -> `12&quot;` -> `12"`), and a title must pass the filters every time.
-        catalog, frame, item_codes, user_codes, timestamps = encode(1 + config.start_year - start_year)
+        catalog, titled, item_codes, user_codes, timestamps = encode(1 + config.start_year - start_year)
     if len(kept) == 0:
         raise PreparationError(
             f"no interaction is left after the window {start_year}-{start_month:02d}..{config.end}, the titles "
-            f"filter and the {config.k}-core ({frame.height} of {interactions.height} interactions have an item "
+            f"filter and the {config.k}-core ({len(titled)} of {interactions.height} interactions have an item "
             f"with a usable title): widen --start/--end or lower --k"
         )
 
@@ -607,20 +609,18 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
     train, valid = int(n * 0.8), int(n * 0.9)  # the authors' float cut, kept bit for bit
 
     # Names of the core's users and items, in first-appearance order.
-    kept_rows = frame[kept]
+    source_rows = titled[kept]  # rows of `interactions`
     user_first = np.unique(users, return_index=True)[1]
     item_first = np.unique(items_first, return_index=True)[1]
-    item_code_of = kept_rows["_item_code"].to_numpy()[item_first]
-    item_table = catalog[item_code_of]
-    rating = kept_rows["rating"][order]
+    item_table = catalog[item_codes[kept][item_first]]
     return PreparedInteractions(
-        users=kept_rows["user"].gather(user_first).to_list(),
+        users=interactions["user"].gather(source_rows[user_first]).to_list(),
         item_names=item_table["item"].to_list(),
         titles=item_table["title"].to_list(),
         item_ids=shuffled_ids(len(item_first), config.seed),
         user=user_sorted,
         item=item_sorted,
-        rating=rating,
+        rating=interactions["rating"].gather(source_rows[order]),
         timestamp=time_sorted,
         position=position,
         rows=rows,
