@@ -35,23 +35,27 @@ SIZES = {"1M": (1_000_000, 100_000, 200_000, True), "10M": (10_000_000, 1_000_00
 WRAPPER = (
     "import json, resource, subprocess, sys, time\n"
     "start = time.perf_counter()\n"
-    "code = subprocess.run(sys.argv[2:], cwd=sys.argv[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE).returncode\n"
+    "done = subprocess.run(sys.argv[2:], cwd=sys.argv[1], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)\n"
+    "code, stderr = done.returncode, done.stderr.decode(errors='replace')\n"
     "wall = time.perf_counter() - start\n"
     "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024\n"
-    "print(json.dumps({'code': code, 'wall_s': wall, 'peak_bytes': peak}))\n"
+    "print(json.dumps({'code': code, 'wall_s': wall, 'peak_bytes': peak, 'stderr': stderr[-2000:]}))\n"
 )
 
 
 def measure(command: list[str], cwd: Path) -> dict:
     """Runs `command` in `cwd` as the only child of a wrapper process; returns its exit code, wall time, peak RSS."""
+    # This checkout's trl_rere, whatever the environment has installed.
+    env = os.environ | {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
-        [sys.executable, "-c", WRAPPER, str(cwd), *command], capture_output=True, text=True, check=False
+        [sys.executable, "-c", WRAPPER, str(cwd), *command], capture_output=True, text=True, check=False, env=env
     )
     if result.returncode != 0 or not result.stdout.strip():
         raise RuntimeError(f"the wrapper failed: {result.stderr[-2000:]}")
     stats = json.loads(result.stdout.strip().splitlines()[-1])
     if stats["code"] != 0:
-        raise RuntimeError(f"{' '.join(command)} exited with {stats['code']}")
+        raise RuntimeError(f"{' '.join(command)} exited with {stats['code']}:\n{stats['stderr']}")
+    del stats["stderr"]
     return stats
 
 

@@ -28,13 +28,14 @@ from trl_rere.prepare import (
 )
 
 
-def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    """The output and window options every source shares (help texts from `PrepareConfig`)."""
+def add_common_arguments(parser: argparse.ArgumentParser, start: str | None, end: str | None) -> None:
+    """The output and window options every source shares (help texts from `PrepareConfig`); the window's defaults
+    are the source's (Amazon 2018: the authors' 1996-10..2018-11; others: the data's whole range)."""
     helps = {f.name: f.metadata["help"] for f in PrepareConfig.__dataclass_fields__.values()}
     parser.add_argument("--category", required=True, help="Category key: the file names' prefix (e.g. Toys_and_Games).")
     parser.add_argument("--out", required=True, help="Output folder: info/, train/, valid/ and test/ go there.")
-    parser.add_argument("--start", default="1996-10", help=helps["start"])
-    parser.add_argument("--end", default="2018-11", help=helps["end"])
+    parser.add_argument("--start", default=start, help=helps["start"] + f" Default: {start or 'the data'}.")
+    parser.add_argument("--end", default=end, help=helps["end"] + f" Default: {end or 'the data'}.")
     parser.add_argument("--k", type=int, default=5, help=helps["k"])
     parser.add_argument("--max_history", type=int, default=10, help=helps["max_history"])
     parser.add_argument("--seed", type=int, default=42, help=helps["seed"])
@@ -88,15 +89,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
 
-    for name, run, fields in (
-        ("amazon2018", run_amazon2018, "reviewerID, asin, overall, unixReviewTime; metadata asin, title"),
-        ("amazon2023", run_amazon2023, "user_id, parent_asin, rating, timestamp (ms); metadata parent_asin, title"),
+    for name, run, fields, window in (
+        (
+            "amazon2018",
+            run_amazon2018,
+            "reviewerID, asin, overall, unixReviewTime; metadata asin, title",
+            ("1996-10", "2018-11"),
+        ),
+        (
+            "amazon2023",
+            run_amazon2023,
+            "user_id, parent_asin, rating, timestamp (ms); metadata parent_asin, title",
+            (None, None),
+        ),
     ):
         sub = commands.add_parser(name, help=f"Amazon Reviews {name[-4:]} JSON lines ({fields}).")
         sub.add_argument("--reviews", required=True, help=f"Reviews JSON-lines file (.gz too): {fields.split(';')[0]}.")
         sub.add_argument("--meta", required=True, help="Metadata JSON-lines file (.gz too).")
         sub.add_argument("--description", action="store_true", help="Also write text/{stem}.jsonl with descriptions.")
-        add_common_arguments(sub)
+        add_common_arguments(sub, *window)
         sub.set_defaults(run=run)
 
     sub = commands.add_parser("table", help="Your own interactions and items (CSV, TSV or Parquet).")
@@ -115,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", *TIME_UNITS],
         help="Unit of numeric times (auto: told by magnitude). Dates and datetimes need none.",
     )
-    add_common_arguments(sub)
+    add_common_arguments(sub, None, None)
     sub.set_defaults(run=run_table)
     return parser
 

@@ -9,6 +9,7 @@ import csv
 import gzip
 import json
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -352,3 +353,15 @@ def test_descriptions_go_to_a_text_file_keyed_by_item_id(tmp_path):
     later = next(r for r in records if r["asin"] == "B000000014")
     assert later["title"] == "Later Record Wins" and later["text"] == "extra fields are ignored"
     assert_same_as_authors(tmp_path)  # the split files do not change
+
+
+def test_without_bounds_the_window_is_the_datas_whole_range(tmp_path):
+    interactions, items = read_amazon2018(REVIEWS, META)
+    paths = prepare_amazon2018(REVIEWS, META, "Tiny", tmp_path, progress=False, start=None, end=None)
+    times = interactions["timestamp"]
+    first, last = time.gmtime(times.min()), time.gmtime(times.max())
+    end = (last.tm_year, last.tm_mon + 1) if last.tm_mon < 12 else (last.tm_year + 1, 1)
+    assert paths["info"].name == f"Tiny_5_{first.tm_year}-{first.tm_mon}-{end[0]}-{end[1]}.txt"
+    with open(paths["train"], newline="") as f:
+        earliest = min(int(row["timestamp"]) for row in csv.DictReader(f))
+    assert earliest < month_start(1996, 10)  # before the authors' default start

@@ -26,6 +26,7 @@ import json
 import os
 import random
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,8 +74,16 @@ class PrepareConfig:
     published Industrial_and_Scientific files."""
 
     k: int = field(default=5, metadata={"help": "Iterative k-core: users and items keep at least k interactions."})
-    start: str = field(default="1996-10", metadata={"help": "First month of the window, YYYY-MM (from its 1st, UTC)."})
-    end: str = field(default="2018-11", metadata={"help": "Last bound of the window, YYYY-MM (its 1st at 00:00 UTC)."})
+    start: str | None = field(
+        default="1996-10",
+        metadata={"help": "First month of the window, YYYY-MM (from its 1st, UTC); None: the data's first month."},
+    )
+    end: str | None = field(
+        default="2018-11",
+        metadata={
+            "help": "End of the window, YYYY-MM (its 1st at 00:00 UTC, kept); None: after the data's last month."
+        },
+    )
     max_history: int = field(default=10, metadata={"help": "At most this many earlier interactions per row."})
     seed: int = field(default=42, metadata={"help": "Seed of the item-id shuffle (random.Random(seed).shuffle)."})
     extend_window_min_items: int | None = field(
@@ -88,13 +97,13 @@ class PrepareConfig:
     chunk_rows: int = field(default=200_000, metadata={"help": "Rows built and written at a time (memory bound)."})
 
     def __post_init__(self):
-        self.start_year, self.start_month = _parse_month(self.start, "start")
-        self.end_year, self.end_month = _parse_month(self.end, "end")
+        self.start_month_tuple = None if self.start is None else _parse_month(self.start, "start")
+        self.end_month_tuple = None if self.end is None else _parse_month(self.end, "end")
         for name in ("k", "max_history", "chunk_rows"):
             value = getattr(self, name)
             if not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if month_start(self.start_year, self.start_month) > month_start(self.end_year, self.end_month):
+        if self.start is not None and self.end is not None and self.start_month_tuple > self.end_month_tuple:
             raise ValueError(f"start={self.start!r} is after end={self.end!r}: the window is empty")
 
 
@@ -574,8 +583,13 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
 
     all_users = interactions["user"].cast(pl.Categorical).to_physical().to_numpy()
     all_times = interactions["timestamp"].to_numpy()
-    start_year, start_month = config.start_year, config.start_month
-    end_ts = month_start(config.end_year, config.end_month)
+    if interactions.height == 0:
+        raise PreparationError("there are no interactions to prepare: the interactions file has no rows")
+    # No bound given: the data's own range, as whole months.
+    first, last = time.gmtime(int(all_times.min())), time.gmtime(int(all_times.max()))
+    start_year, start_month = config.start_month_tuple or (first.tm_year, first.tm_mon)
+    end = config.end_month_tuple or ((last.tm_year + 1, 1) if last.tm_mon == 12 else (last.tm_year, last.tm_mon + 1))
+    first_year, end_ts = start_year, month_start(*end)
     catalog, titled, item_codes, user_codes, timestamps = encode(1)
     while True:
         kept = _window_core(user_codes, item_codes, timestamps, month_start(start_year, start_month), end_ts, config.k)
@@ -586,11 +600,11 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
         start_year -= 1
         # The authors' script recurses on metadata it has already cleaned in place: each extra year cleans the
         # titles once more (`12&amp;quot;` -> `12&quot;` -> `12"`), and a title must pass the filters every time.
-        catalog, titled, item_codes, user_codes, timestamps = encode(1 + config.start_year - start_year)
+        catalog, titled, item_codes, user_codes, timestamps = encode(1 + first_year - start_year)
     if len(kept) == 0:
         raise PreparationError(
-            f"no interaction is left after the window {start_year}-{start_month:02d}..{config.end}, the titles "
-            f"filter and the {config.k}-core ({len(titled)} of {interactions.height} interactions have an item "
+            f"no interaction is left after the window {start_year}-{start_month:02d}..{end[0]}-{end[1]:02d}, "
+            f"the titles filter and the {config.k}-core ({len(titled)} of {interactions.height} interactions have an item "
             f"with a usable title): widen --start/--end or lower --k"
         )
 
@@ -626,7 +640,7 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
         rows=rows,
         split_sizes=(train, valid - train, n - valid),
         start=(start_year, start_month),
-        end=(config.end_year, config.end_month),
+        end=end,
         k=config.k,
         max_history=config.max_history,
         texts=item_table["text"].to_list() if "text" in item_table.columns else None,
