@@ -20,18 +20,56 @@ strings are built in Python, once per item.
 
 from __future__ import annotations
 
-import calendar
 import dataclasses
 import json
 import os
 import random
-import re
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from .prepare_readers import (
+    TIME_UNITS,
+    PreparationError,
+    _parse_month,
+    month_start,
+    read_amazon2018,
+    read_amazon2023,
+    read_json_lines,
+    read_table,
+    require_polars,
+    timestamps_to_seconds,
+)
+from .prepare_synthetic import write_synthetic_amazon2018
+
+__all__ = [
+    "SPLITS",
+    "SPLIT_COLUMNS",
+    "TIME_UNITS",
+    "PreparationError",
+    "PrepareConfig",
+    "PreparedInteractions",
+    "clean_titles",
+    "file_stem",
+    "first_appearance_order",
+    "k_core",
+    "month_start",
+    "prepare_amazon2018",
+    "prepare_amazon2023",
+    "prepare_interactions",
+    "prepare_table",
+    "read_amazon2018",
+    "read_amazon2023",
+    "read_json_lines",
+    "read_table",
+    "require_polars",
+    "shuffled_ids",
+    "timestamps_to_seconds",
+    "write_layout",
+    "write_synthetic_amazon2018",
+]
 
 SPLITS = ("train", "valid", "test")
 # The column order and names of the authors' split CSVs.
@@ -48,23 +86,6 @@ SPLIT_COLUMNS = (
     "history_timestamp",
     "timestamp",
 )
-TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
-_MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
-
-
-class PreparationError(ValueError):
-    """A raw input that cannot be prepared: the message names the file, the line and what to change."""
-
-
-def require_polars():
-    """Imports polars, the engine of the preparation code, with an error that says how to install it."""
-    try:
-        import polars as pl
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "Preparing raw interactions needs polars: pip install 'trl-rere[data]' (or pip install polars)"
-        ) from e
-    return pl
 
 
 # -- configuration ----------------------------------------------------------------------------------------------------
@@ -107,26 +128,6 @@ class PrepareConfig:
             raise ValueError(f"start={self.start!r} is after end={self.end!r}: the window is empty")
 
 
-def _parse_month(value: str, name: str) -> tuple[int, int]:
-    match = _MONTH.match(str(value))
-    if not match or not 1 <= int(match.group(2)) <= 12:
-        raise ValueError(f"{name} must be a month as YYYY-MM (e.g. 1996-10), got {value!r}")
-    return int(match.group(1)), int(match.group(2))
-
-
-def month_start(year: int, month: int) -> int:
-    """Unix seconds of the first second of a month, UTC (the authors' script uses the local time of the machine it
-    runs on: the same on a UTC machine).
-
-    Examples:
-    ```python
-    >>> month_start(2018, 11)
-    1541030400
-    ```
-    """
-    return calendar.timegm((year, month, 1, 0, 0, 0))
-
-
 def file_stem(category: str, k: int, start: tuple[int, int], end: tuple[int, int]) -> str:
     """The authors' file name: months unpadded, as `f"{year}-{month}"` writes them.
 
@@ -139,271 +140,6 @@ def file_stem(category: str, k: int, start: tuple[int, int], end: tuple[int, int
     ```
     """
     return f"{category}_{k}_{start[0]}-{start[1]}-{end[0]}-{end[1]}"
-
-
-# -- reading raw files ------------------------------------------------------------------------------------------------
-def _record_line(path: str, record: int) -> int:
-    """The 1-based line of the `record`-th (0-based) non-blank line: readers skip blank lines."""
-    seen = -1
-    with _open_text(path) as f:
-        for number, line in enumerate(f, 1):
-            if line.strip():
-                seen += 1
-                if seen == record:
-                    return number
-    return record + 1
-
-
-def _open_text(path: str):
-    if str(path).endswith(".gz"):
-        import gzip
-
-        return gzip.open(path, "rt", encoding="utf-8")
-    return open(path, encoding="utf-8")
-
-
-def _first_bad_json_line(path: str, fields: dict) -> tuple[int, str]:
-    with _open_text(path) as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                return number, f"malformed JSON ({e.msg} at column {e.colno})"
-            if not isinstance(record, dict):
-                return number, f"a JSON {type(record).__name__}, not an object"
-            for name, kind in fields.items():
-                value = record.get(name)
-                if value is not None and not _json_kind_ok(value, kind):
-                    return number, f"field {name!r} is {value!r}, expected {kind}"
-    return 0, "unreadable"
-
-
-def _json_kind_ok(value, kind: str) -> bool:
-    if kind == "string":
-        return isinstance(value, str)
-    if kind == "integer":
-        return isinstance(value, int) and not isinstance(value, bool)
-    if kind == "number":
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if kind == "strings":
-        return isinstance(value, (str, list))
-    return True
-
-
-def read_json_lines(path: str | os.PathLike, fields: dict[str, str], required: Sequence[str], what: str):
-    """Reads the named fields of a JSON-lines file (one object a line; `.gz` too) into a polars DataFrame in file
-    order, other fields unread. `fields` maps a name to `"string"`, `"integer"`, `"number"` or `"strings"` (a string
-    or a list of strings, joined by spaces). A malformed line, a wrongly typed value or a required field that is
-    missing or null stops with a `PreparationError` naming the file and line.
-    """
-    pl = require_polars()
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise PreparationError(f"{path}: no such file (the {what} file)")
-    dtypes = {"string": pl.String, "integer": pl.Int64, "number": pl.Float64, "strings": pl.String}
-    schema = {name: dtypes[kind] for name, kind in fields.items() if kind != "strings"}
-    lists = [name for name, kind in fields.items() if kind == "strings"]
-    try:
-        frame = pl.scan_ndjson(path, schema=schema | {name: pl.List(pl.String) for name in lists}).collect()
-    except Exception as e:  # polars names neither line nor field: find them
-        if lists:  # a plain string where a list was expected: read those fields as strings
-            try:
-                frame = pl.scan_ndjson(path, schema=schema | {name: pl.String for name in lists}).collect()
-            except Exception:  # noqa: BLE001 - any failure: find the line below
-                frame = None
-            if frame is not None:
-                return _check_required(frame, path, required, what)
-        line, problem = _first_bad_json_line(path, fields)
-        raise PreparationError(
-            f"{path}:{line}: {problem} in the {what} file; fix or delete that line ({type(e).__name__}: {e})"
-        ) from e
-    if lists:
-        frame = frame.with_columns(pl.col(name).list.join(" ") for name in lists)
-    return _check_required(frame, path, required, what)
-
-
-def _check_required(frame, path: str, required: Sequence[str], what: str):
-    pl = require_polars()
-    for name in required:
-        missing = frame.select(pl.col(name).is_null().arg_max().alias("at"), pl.col(name).is_null().any()).row(0)
-        if missing[1]:
-            line = _record_line(path, missing[0])
-            raise PreparationError(
-                f"{path}:{line}: no {name!r} field (missing or null) in the {what} file; every line needs "
-                f"{', '.join(repr(r) for r in required)}: add it or delete the line"
-            )
-        if frame.schema[name] == pl.String:
-            is_empty = pl.col(name) == ""
-            empty = frame.select(is_empty.arg_max().alias("at"), is_empty.any().alias("any")).row(0)
-            if empty[1]:
-                raise PreparationError(
-                    f"{path}:{_record_line(path, empty[0])}: empty {name!r} in the {what} file: give it a value"
-                )
-    return frame
-
-
-def read_amazon2018(reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False):
-    """Reads Amazon Reviews 2018 JSON-lines files: reviews (`reviewerID, asin, overall, unixReviewTime`) and metadata
-    (`asin, title`, and `description` if asked). Returns `(interactions, items)`, the frames `prepare_interactions`
-    takes: `user, item, rating, timestamp` (seconds) and `item, title[, text]`, in file order."""
-    pl = require_polars()
-    fields = {"reviewerID": "string", "asin": "string", "overall": "number", "unixReviewTime": "integer"}
-    interactions = read_json_lines(reviews, fields, list(fields), "reviews").select(
-        pl.col("reviewerID").alias("user"),
-        pl.col("asin").alias("item"),
-        pl.col("overall").alias("rating"),
-        pl.col("unixReviewTime").alias("timestamp"),
-    )
-    meta_fields = {"asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
-    items = read_json_lines(meta, meta_fields, ["asin"], "metadata").rename({"asin": "item"})
-    if description:
-        items = items.rename({"description": "text"})
-    return interactions, items
-
-
-def read_amazon2023(reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False):
-    """Reads Amazon Reviews 2023 JSONL files: reviews (`user_id, parent_asin, rating, timestamp` in milliseconds) and
-    metadata (`parent_asin, title`, and `description` if asked). Items are parent ASINs; timestamps become seconds
-    (floored), so windows and the written `timestamp` columns are in seconds as in the 2018 layout."""
-    pl = require_polars()
-    fields = {"user_id": "string", "parent_asin": "string", "rating": "number", "timestamp": "integer"}
-    interactions = read_json_lines(reviews, fields, list(fields), "reviews").select(
-        pl.col("user_id").alias("user"),
-        pl.col("parent_asin").alias("item"),
-        pl.col("rating"),
-        (pl.col("timestamp") // 1000).alias("timestamp"),
-    )
-    meta_fields = {"parent_asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
-    items = read_json_lines(meta, meta_fields, ["parent_asin"], "metadata").rename({"parent_asin": "item"})
-    if description:
-        items = items.rename({"description": "text"})
-    return interactions, items
-
-
-def _read_table_file(path: str, columns: Sequence[str], what: str, option_of: dict[str, str]):
-    pl = require_polars()
-    if not os.path.isfile(path):
-        raise PreparationError(f"{path}: no such file (the {what} table)")
-    suffix = "".join(Path(path).suffixes[-2:]).lower()
-    try:
-        if suffix.endswith((".parquet", ".pq")):
-            schema = pl.read_parquet_schema(path)
-            lazy = pl.scan_parquet(path)
-        elif ".csv" in suffix or ".tsv" in suffix:
-            lazy = pl.scan_csv(path, separator="\t" if ".tsv" in suffix else ",", infer_schema_length=10_000)
-            schema = lazy.collect_schema()
-        else:
-            raise PreparationError(f"{path}: the {what} table must be .csv, .tsv or .parquet, got {suffix or 'none'}")
-    except PreparationError:
-        raise
-    except Exception as e:
-        raise PreparationError(f"{path}: cannot read the {what} table ({type(e).__name__}: {e})") from e
-    missing = [c for c in columns if c not in schema]
-    if missing:
-        hint = "; ".join(f"column {c!r} (set it with --{option_of.get(c, c)})" for c in missing)
-        raise PreparationError(f"{path}:1: the {what} table has no {hint}; its columns are {list(schema)}")
-    try:
-        return lazy.select(columns).collect()
-    except Exception as e:
-        raise PreparationError(f"{path}: cannot read the {what} table ({type(e).__name__}: {e})") from e
-
-
-def timestamps_to_seconds(values, unit: str, where: str):
-    """Integer Unix seconds from a polars Series of datetimes, dates, numbers in `unit` (`s`, `ms`, `us`, `ns`, or
-    `auto`: told apart by magnitude, which needs all values in one plausible range) or ISO date strings.
-
-    Examples:
-    ```python
-    >>> import polars as pl
-    >>> timestamps_to_seconds(pl.Series([1541030400000, 1541030401000]), "auto", "t.csv").to_list()
-    [1541030400, 1541030401]
-    ```
-    """
-    pl = require_polars()
-    if unit not in ("auto", *TIME_UNITS):
-        raise PreparationError(f"{where}: unknown timestamp unit {unit!r}; use one of auto, {', '.join(TIME_UNITS)}")
-    dtype = values.dtype
-    if dtype == pl.String:
-        parsed = values.str.to_datetime(strict=False, time_unit="us")
-        bad = parsed.is_null() & values.is_not_null()
-        if bad.any():
-            row = int(bad.arg_max())
-            raise PreparationError(
-                f"{where}: row {row + 1}: timestamp {values[row]!r} is neither a number nor an ISO date; give Unix "
-                f"times (and --time_unit) or dates like 2018-11-01T00:00:00"
-            )
-        values, dtype = parsed, parsed.dtype
-    if dtype == pl.Date:
-        values, dtype = values.cast(pl.Datetime("us")), pl.Datetime("us")
-    if isinstance(dtype, pl.Datetime):
-        if dtype.time_zone is not None:
-            values = values.dt.convert_time_zone("UTC")
-        return values.dt.epoch("s")
-    if not dtype.is_numeric():
-        raise PreparationError(f"{where}: timestamps of type {dtype} are not times; give numbers or dates")
-    if unit == "auto":
-        low, high = values.min(), values.max()
-        # Unix times of 1973-2286 in one unit: seconds up to 1e10, ms up to 1e13, ...
-        units = [u for u, scale in TIME_UNITS.items() if 1e8 * scale <= low and high < 1e10 * scale]
-        if len(units) != 1:
-            raise PreparationError(
-                f"{where}: cannot tell the timestamp unit from values {low}..{high} (not Unix times of 1973-2286 "
-                f"in one of s, ms, us, ns); give it with --time_unit"
-            )
-        unit = units[0]
-    return (values // TIME_UNITS[unit]).cast(pl.Int64) if TIME_UNITS[unit] > 1 else values.cast(pl.Int64)
-
-
-def read_table(
-    interactions: str | os.PathLike,
-    items: str | os.PathLike,
-    *,
-    user_column: str = "user_id",
-    item_column: str = "item_id",
-    time_column: str = "timestamp",
-    rating_column: str | None = None,
-    title_column: str = "title",
-    text_column: str | None = None,
-    items_item_column: str | None = None,
-    time_unit: str = "auto",
-):
-    """Reads a user's own interactions (CSV, TSV or Parquet with user, item, timestamp and optional rating columns)
-    and item table (item and title, optional text) into the frames `prepare_interactions` takes. Without a rating
-    column every rating is 5.0; times become Unix seconds (`timestamps_to_seconds`)."""
-    pl = require_polars()
-    interactions, items = os.fspath(interactions), os.fspath(items)
-    options = {user_column: "user_column", item_column: "item_column", time_column: "time_column"}
-    columns = [user_column, item_column, time_column] + ([rating_column] if rating_column else [])
-    if rating_column:
-        options[rating_column] = "rating_column"
-    frame = _read_table_file(interactions, columns, "interactions", options)
-    times = timestamps_to_seconds(frame[time_column], time_unit, interactions)
-    out = pl.DataFrame(
-        {
-            "user": frame[user_column].cast(pl.String),
-            "item": frame[item_column].cast(pl.String),
-            "rating": frame[rating_column] if rating_column else pl.Series([5.0] * frame.height),
-            "timestamp": times,
-        }
-    )
-    for name in ("user", "item", "timestamp"):
-        nulls = out[name].is_null()
-        if nulls.any():
-            raise PreparationError(
-                f"{interactions}: row {int(nulls.arg_max()) + 1}: empty {name} (column "
-                f"{ {'user': user_column, 'item': item_column, 'timestamp': time_column}[name]!r}); fill or drop it"
-            )
-    items_item_column = items_item_column or item_column
-    item_columns = [items_item_column, title_column] + ([text_column] if text_column else [])
-    item_options = {items_item_column: "items_item_column", title_column: "title_column"}
-    if text_column:
-        item_options[text_column] = "text_column"
-    table = _read_table_file(items, item_columns, "items", item_options)
-    renamed = {items_item_column: "item", title_column: "title"} | ({text_column: "text"} if text_column else {})
-    table = table.rename(renamed).with_columns(pl.col("item").cast(pl.String), pl.col("title").cast(pl.String))
-    return out, table
 
 
 # -- the authors' filters ---------------------------------------------------------------------------------------------
@@ -809,80 +545,3 @@ def prepare_table(
     interactions, items = read_table(interactions, items, **(table_options or {}))
     prepared = prepare_interactions(interactions, items, config, **overrides)
     return write_layout(prepared, out_dir, category, progress=progress)
-
-
-# -- synthetic raw files ----------------------------------------------------------------------------------------------
-_WORDS = (  # noqa: SIM905 - a word list reads best as text
-    "steel brass copper aluminum nylon rubber acrylic glass ceramic carbon round square hex flat threaded "
-    "socket bolt nut washer screw rod tube sheet plate bar wire spring bearing valve fitting clamp hinge "
-    "bracket drill saw blade bit glue tape filament nozzle sensor gauge meter pump filter seal gasket ring "
-    "kit pack set small large heavy duty precision industrial black white red blue clear metric inch"
-).split()
-
-
-def write_synthetic_amazon2018(
-    out_dir: str | os.PathLike,
-    num_interactions: int = 10_000,
-    num_items: int = 500,
-    num_users: int = 2_000,
-    seed: int = 0,
-    first: str = "2014-01",
-    last: str = "2018-12",
-    category: str = "Synthetic",
-) -> dict[str, Path]:
-    """Writes a raw sample in the Amazon Reviews 2018 format: `out_dir/{category}.json` (reviews) and
-    `out_dir/meta_{category}.json`, the names the authors' script reads. Item popularity and user activity follow
-    power laws (a few items and users hold most interactions), times are uniform between the months `first` and
-    `last` (to the day, so ties occur), and a few metadata records fail the title filters. Returns the two paths.
-
-    Examples:
-    ```python
-    >>> paths = write_synthetic_amazon2018("raw", num_interactions=50, num_items=5, num_users=10)
-    >>> sorted(p.name for p in paths.values())
-    ['Synthetic.json', 'meta_Synthetic.json']
-    ```
-    """
-    pl = require_polars()
-    rng = np.random.default_rng(seed)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-
-    def power_law(n: int, exponent: float, size: int) -> np.ndarray:
-        weights = 1.0 / np.arange(1, n + 1) ** exponent
-        return rng.choice(n, size=size, p=weights / weights.sum())
-
-    items = power_law(num_items, 1.0, num_interactions)
-    users = power_law(num_users, 0.6, num_interactions)
-    lo = month_start(*_parse_month(first, "first")) // 86400
-    hi = month_start(*_parse_month(last, "last")) // 86400
-    reviews = pl.DataFrame(
-        {
-            "reviewerID": [f"A{u:013X}" for u in (users * 2654435761 % (1 << 52)).tolist()],
-            "asin": [f"B{i:09d}" for i in items.tolist()],
-            "overall": rng.integers(1, 6, num_interactions).astype(np.float64),
-            "unixReviewTime": rng.integers(lo, hi + 1, num_interactions) * 86400,
-        }
-    )
-    lengths = rng.integers(2, 13, num_items)
-    words = rng.integers(0, len(_WORDS), (num_items, 12))
-    titles = [" ".join(_WORDS[w] for w in words[i, : lengths[i]]).title() for i in range(num_items)]
-    # A few records the title filters drop: no title, a one-letter title, an HTML fragment, a 21-word title.
-    titles = [
-        None
-        if i % 97 == 13
-        else "X"
-        if i % 89 == 7
-        else "<span id='x'>"
-        if i % 83 == 5
-        else " ".join([t] * 21)
-        if i % 79 == 3
-        else t
-        for i, t in enumerate(titles)
-    ]
-    paths = {"reviews": out_dir / f"{category}.json", "meta": out_dir / f"meta_{category}.json"}
-    reviews.write_ndjson(paths["reviews"])
-    with open(paths["meta"], "w", encoding="utf-8") as f:  # a missing title is a missing key, as in the dumps
-        for i, title in enumerate(titles):
-            record = {"asin": f"B{i:09d}"} | ({} if title is None else {"title": title})
-            f.write(json.dumps(record) + "\n")
-    return paths
