@@ -54,15 +54,33 @@ def config_of(args: argparse.Namespace) -> PrepareConfig:
     )
 
 
+def block_bytes(args: argparse.Namespace) -> int | None:
+    return None if args.read_block_mb is None else args.read_block_mb << 20
+
+
 def run_amazon2018(args: argparse.Namespace) -> dict:
     return prepare_amazon2018(
-        args.reviews, args.meta, args.category, args.out, config_of(args), args.description, not args.no_progress
+        args.reviews,
+        args.meta,
+        args.category,
+        args.out,
+        config_of(args),
+        args.description,
+        not args.no_progress,
+        block_bytes(args),
     )
 
 
 def run_amazon2023(args: argparse.Namespace) -> dict:
     return prepare_amazon2023(
-        args.reviews, args.meta, args.category, args.out, config_of(args), args.description, not args.no_progress
+        args.reviews,
+        args.meta,
+        args.category,
+        args.out,
+        config_of(args),
+        args.description,
+        not args.no_progress,
+        block_bytes(args),
     )
 
 
@@ -107,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--reviews", required=True, help=f"Reviews JSON-lines file (.gz too): {fields.split(';')[0]}.")
         sub.add_argument("--meta", required=True, help="Metadata JSON-lines file (.gz too).")
         sub.add_argument("--description", action="store_true", help="Also write text/{stem}.jsonl with descriptions.")
+        sub.add_argument(
+            "--read_block_mb",
+            type=int,
+            default=None,
+            help="Parse the JSON lines this many MiB at a time, users and items kept as categoricals (bounded memory, "
+            "slower); 0: whole files. Default: whole files up to 1 GiB, 64 MiB blocks above.",
+        )
         add_common_arguments(sub, *window)
         sub.set_defaults(run=run)
 

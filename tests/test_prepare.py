@@ -9,8 +9,8 @@ import csv
 import gzip
 import json
 import subprocess
-import time
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +30,7 @@ from trl_rere.prepare import (
     prepare_amazon2023,
     prepare_table,
     read_amazon2018,
+    read_json_lines,
     timestamps_to_seconds,
 )
 
@@ -55,8 +56,10 @@ def fixture_records(path: Path) -> list[dict]:
 
 
 # -- the authors' output ----------------------------------------------------------------------------------------------
-def test_amazon2018_matches_the_authors_script_byte_for_byte(tmp_path):
-    paths = prepare_amazon2018(REVIEWS, META, "Tiny", tmp_path, progress=False, **WINDOW)
+@pytest.mark.parametrize("block_bytes", [None, 97], ids=["whole-file", "blocks"])
+def test_amazon2018_matches_the_authors_script_byte_for_byte(tmp_path, block_bytes):
+    # 97-byte blocks: about one review a block, users and items read as categoricals.
+    paths = prepare_amazon2018(REVIEWS, META, "Tiny", tmp_path, progress=False, block_bytes=block_bytes, **WINDOW)
     assert sorted(paths) == ["info", "test", "train", "valid"]
     assert_same_as_authors(tmp_path)
 
@@ -356,7 +359,7 @@ def test_descriptions_go_to_a_text_file_keyed_by_item_id(tmp_path):
 
 
 def test_without_bounds_the_window_is_the_datas_whole_range(tmp_path):
-    interactions, items = read_amazon2018(REVIEWS, META)
+    interactions, _ = read_amazon2018(REVIEWS, META)
     paths = prepare_amazon2018(REVIEWS, META, "Tiny", tmp_path, progress=False, start=None, end=None)
     times = interactions["timestamp"]
     first, last = time.gmtime(times.min()), time.gmtime(times.max())
@@ -365,3 +368,13 @@ def test_without_bounds_the_window_is_the_datas_whole_range(tmp_path):
     with open(paths["train"], newline="") as f:
         earliest = min(int(row["timestamp"]) for row in csv.DictReader(f))
     assert earliest < month_start(1996, 10)  # before the authors' default start
+
+
+def test_reading_in_small_blocks_gives_the_same_frame():
+    fields = {"reviewerID": "string", "asin": "string", "overall": "number", "unixReviewTime": "integer"}
+    whole = read_json_lines(REVIEWS, fields, list(fields), "reviews", ["reviewerID"])
+    blocks = read_json_lines(REVIEWS, fields, list(fields), "reviews", ["reviewerID"], block_bytes=97)
+    assert blocks.height == len(REVIEWS.read_text().splitlines())
+    assert blocks.with_columns(pl.col("reviewerID").cast(pl.String)).equals(
+        whole.with_columns(pl.col("reviewerID").cast(pl.String))
+    )

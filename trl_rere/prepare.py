@@ -311,11 +311,19 @@ def prepare_interactions(interactions, items, config: PrepareConfig | None = Non
                 "file's 'title' field"
             )
         # Integer codes only: the interactions' strings are not copied (one gather of user names at the end).
-        codes = interactions["item"].replace_strict(
-            catalog["item"], np.arange(catalog.height), default=None, return_dtype=pl.Int64
+        # A categorical column is mapped through its distinct values, without a string per interaction.
+        column = interactions["item"]
+        distinct = column.unique() if column.dtype == pl.Categorical else column
+        index = distinct.cast(pl.String).replace_strict(
+            catalog["item"], np.arange(catalog.height), default=-1, return_dtype=pl.Int64
         )
-        titled = np.flatnonzero(codes.is_not_null().to_numpy())
-        return catalog, titled, codes.drop_nulls().to_numpy(), all_users[titled], all_times[titled]
+        codes = index.to_numpy()
+        if column.dtype == pl.Categorical:
+            lookup = np.full(int(distinct.to_physical().max()) + 1, -1, dtype=np.int64)
+            lookup[distinct.to_physical().to_numpy()] = codes
+            codes = lookup[column.to_physical().to_numpy()]
+        titled = np.flatnonzero(codes >= 0)
+        return catalog, titled, codes[titled], all_users[titled], all_times[titled]
 
     all_users = interactions["user"].cast(pl.Categorical).to_physical().to_numpy()
     all_times = interactions["timestamp"].to_numpy()
@@ -494,10 +502,12 @@ def prepare_amazon2018(
     config: PrepareConfig | None = None,
     description: bool = False,
     progress: bool = True,
+    block_bytes: int | None = None,
     **overrides,
 ) -> dict[str, Path]:
     """Amazon Reviews 2018 JSON-lines files to the D3/ReRe layout under `out_dir` (see `write_layout`); the same rows,
-    item ids and titles as the authors' `data/process.py` for the same window. Returns the written paths.
+    item ids and titles as the authors' `data/process.py` for the same window. `block_bytes` is how the JSON lines
+    are read (see `read_json_lines`). Returns the written paths.
 
     Examples:
     ```python
@@ -508,7 +518,7 @@ def prepare_amazon2018(
      'data/train/Tools_5_1996-10-2018-11.csv', 'data/valid/Tools_5_1996-10-2018-11.csv']
     ```
     """
-    interactions, items = read_amazon2018(reviews, meta, description=description)
+    interactions, items = read_amazon2018(reviews, meta, description=description, block_bytes=block_bytes)
     prepared = prepare_interactions(interactions, items, config, **overrides)
     return write_layout(prepared, out_dir, category, progress=progress)
 
@@ -521,11 +531,12 @@ def prepare_amazon2023(
     config: PrepareConfig | None = None,
     description: bool = False,
     progress: bool = True,
+    block_bytes: int | None = None,
     **overrides,
 ) -> dict[str, Path]:
     """Amazon Reviews 2023 JSONL files (`read_amazon2023`) to the D3/ReRe layout under `out_dir`; items are parent
     ASINs and the written timestamps are seconds. Returns the written paths."""
-    interactions, items = read_amazon2023(reviews, meta, description=description)
+    interactions, items = read_amazon2023(reviews, meta, description=description, block_bytes=block_bytes)
     prepared = prepare_interactions(interactions, items, config, **overrides)
     return write_layout(prepared, out_dir, category, progress=progress)
 

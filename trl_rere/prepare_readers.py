@@ -12,6 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 
 TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
+# JSON-lines files larger than this are parsed in blocks of BLOCK_BYTES (see read_json_lines).
+WHOLE_FILE_BYTES = 1 << 30
+BLOCK_BYTES = 64 << 20
 _MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
 
 
@@ -101,11 +104,59 @@ def _json_kind_ok(value, kind: str) -> bool:
     return True
 
 
-def read_json_lines(path: str | os.PathLike, fields: dict[str, str], required: Sequence[str], what: str):
+def _json_blocks(path: str, block_bytes: int):
+    """Whole lines of a JSON-lines file (`.gz` too), about `block_bytes` at a time."""
+    import gzip
+
+    with gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb") as f:
+        tail = b""
+        while block := f.read(block_bytes):
+            cut = block.rfind(b"\n") + 1
+            if cut == 0:
+                tail += block
+                continue
+            yield tail + block[:cut]
+            tail = block[cut:]
+        if tail.strip():
+            yield tail
+
+
+def _read_json_blocks(path: str, schema: dict, categorical: Sequence[str], block_bytes: int | None):
+    import io
+
+    pl = require_polars()
+    if block_bytes is None:
+        block_bytes = BLOCK_BYTES if os.path.getsize(path) > WHOLE_FILE_BYTES else 0
+    if block_bytes == 0:  # polars' own reader: fastest, but holds the file and every string
+        return pl.scan_ndjson(path, schema=schema).collect()
+    frames = [
+        pl.read_ndjson(io.BytesIO(block), schema=schema).with_columns(
+            pl.col(c).cast(pl.Categorical) for c in categorical
+        )
+        for block in _json_blocks(path, block_bytes)
+        if block.strip()
+    ]
+    return pl.concat(frames, rechunk=True) if frames else pl.DataFrame(schema=schema)
+
+
+def read_json_lines(
+    path: str | os.PathLike,
+    fields: dict[str, str],
+    required: Sequence[str],
+    what: str,
+    categorical: Sequence[str] = (),
+    block_bytes: int | None = None,
+):
     """Reads the named fields of a JSON-lines file (one object a line; `.gz` too) into a polars DataFrame in file
     order, other fields unread. `fields` maps a name to `"string"`, `"integer"`, `"number"` or `"strings"` (a string
     or a list of strings, joined by spaces). A malformed line, a wrongly typed value or a required field that is
     missing or null stops with a `PreparationError` naming the file and line.
+
+    `block_bytes=0` reads the whole file with polars' reader (fastest; memory grows with the file). Otherwise the
+    file is parsed `block_bytes` at a time and the `categorical` string fields are kept as polars categoricals (4 bytes
+    a row plus one copy of each distinct string), so that memory follows the distinct users and items rather than the
+    file's size, at about twice the reading time. `None`: whole files up to `WHOLE_FILE_BYTES`, blocks of
+    `BLOCK_BYTES` above.
     """
     pl = require_polars()
     path = os.fspath(path)
@@ -115,11 +166,11 @@ def read_json_lines(path: str | os.PathLike, fields: dict[str, str], required: S
     schema = {name: dtypes[kind] for name, kind in fields.items() if kind != "strings"}
     lists = [name for name, kind in fields.items() if kind == "strings"]
     try:
-        frame = pl.scan_ndjson(path, schema=schema | {name: pl.List(pl.String) for name in lists}).collect()
+        frame = _read_json_blocks(path, schema | {name: pl.List(pl.String) for name in lists}, categorical, block_bytes)
     except Exception as e:  # polars names neither line nor field: find them
         if lists:  # a plain string where a list was expected: read those fields as strings
             try:
-                frame = pl.scan_ndjson(path, schema=schema | {name: pl.String for name in lists}).collect()
+                frame = _read_json_blocks(path, schema | {name: pl.String for name in lists}, categorical, block_bytes)
             except Exception:  # noqa: BLE001 - any failure: find the line below
                 frame = None
             if frame is not None:
@@ -153,39 +204,49 @@ def _check_required(frame, path: str, required: Sequence[str], what: str):
     return frame
 
 
-def read_amazon2018(reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False):
+def read_amazon2018(
+    reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False, block_bytes: int | None = None
+):
     """Reads Amazon Reviews 2018 JSON-lines files: reviews (`reviewerID, asin, overall, unixReviewTime`) and metadata
     (`asin, title`, and `description` if asked). Returns `(interactions, items)`, the frames `prepare_interactions`
     takes: `user, item, rating, timestamp` (seconds) and `item, title[, text]`, in file order."""
     pl = require_polars()
     fields = {"reviewerID": "string", "asin": "string", "overall": "number", "unixReviewTime": "integer"}
-    interactions = read_json_lines(reviews, fields, list(fields), "reviews").select(
+    interactions = read_json_lines(
+        reviews, fields, list(fields), "reviews", ["reviewerID", "asin"], block_bytes
+    ).select(
         pl.col("reviewerID").alias("user"),
         pl.col("asin").alias("item"),
         pl.col("overall").alias("rating"),
         pl.col("unixReviewTime").alias("timestamp"),
     )
     meta_fields = {"asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
-    items = read_json_lines(meta, meta_fields, ["asin"], "metadata").rename({"asin": "item"})
+    items = read_json_lines(meta, meta_fields, ["asin"], "metadata", block_bytes=block_bytes).rename({"asin": "item"})
     if description:
         items = items.rename({"description": "text"})
     return interactions, items
 
 
-def read_amazon2023(reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False):
+def read_amazon2023(
+    reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False, block_bytes: int | None = None
+):
     """Reads Amazon Reviews 2023 JSONL files: reviews (`user_id, parent_asin, rating, timestamp` in milliseconds) and
     metadata (`parent_asin, title`, and `description` if asked). Items are parent ASINs; timestamps become seconds
     (floored), so windows and the written `timestamp` columns are in seconds as in the 2018 layout."""
     pl = require_polars()
     fields = {"user_id": "string", "parent_asin": "string", "rating": "number", "timestamp": "integer"}
-    interactions = read_json_lines(reviews, fields, list(fields), "reviews").select(
+    interactions = read_json_lines(
+        reviews, fields, list(fields), "reviews", ["user_id", "parent_asin"], block_bytes
+    ).select(
         pl.col("user_id").alias("user"),
         pl.col("parent_asin").alias("item"),
         pl.col("rating"),
         (pl.col("timestamp") // 1000).alias("timestamp"),
     )
     meta_fields = {"parent_asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
-    items = read_json_lines(meta, meta_fields, ["parent_asin"], "metadata").rename({"parent_asin": "item"})
+    items = read_json_lines(meta, meta_fields, ["parent_asin"], "metadata", block_bytes=block_bytes).rename(
+        {"parent_asin": "item"}
+    )
     if description:
         items = items.rename({"description": "text"})
     return interactions, items
