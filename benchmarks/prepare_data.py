@@ -179,7 +179,7 @@ def table(rows: list[dict]) -> str:
         if r["size"] == "-":
             lines.append(f"| - | {r['tool']} | | | {r['wall_s']:.1f} | | {r['peak_bytes'] / 2**30:.2f} | | |")
             continue
-        ours = r["tool"] == "trl-rere"
+        ours = r["tool"].startswith("trl-rere")
         net = r["wall_s"] - imports if ours else r["wall_s"]
         speedup = ""
         if ours and r["size"] in authors:

@@ -378,3 +378,31 @@ def test_reading_in_small_blocks_gives_the_same_frame():
     assert blocks.with_columns(pl.col("reviewerID").cast(pl.String)).equals(
         whole.with_columns(pl.col("reviewerID").cast(pl.String))
     )
+
+
+def test_command_line_table_with_named_columns(tmp_path):
+    records = fixture_records(REVIEWS)
+    pl.DataFrame(
+        {
+            "uid": [r["reviewerID"] for r in records],
+            "book": [r["asin"] for r in records],
+            "stars": [r["overall"] for r in records],
+            "ms": [r["unixReviewTime"] * 1000 for r in records],
+        }
+    ).write_parquet(tmp_path / "clicks.parquet")
+    items = [{"asin": m["asin"], "name": m.get("title")} for m in fixture_records(META)]
+    pl.DataFrame(items).write_csv(tmp_path / "items.csv")
+    command = [
+        sys.executable, str(ROOT / "examples" / "prepare_data.py"), "table",
+        "--interactions", str(tmp_path / "clicks.parquet"), "--items", str(tmp_path / "items.csv"),
+        "--user_column", "uid", "--item_column", "book", "--time_column", "ms", "--time_unit", "ms",
+        "--rating_column", "stars", "--items_item_column", "asin", "--title_column", "name",
+        "--category", "Tiny", "--out", str(tmp_path / "out"), "--start", "1996-10", "--end", "1998-07", "--no_progress",
+    ]  # fmt: skip
+    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert_same_as_authors(tmp_path / "out")
+    command[command.index("--time_column") + 1] = "when"
+    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert result.returncode == 2
+    assert "clicks.parquet:1: the interactions table has no column 'when' (set it with --time_column)" in result.stderr
