@@ -26,7 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from trl_rere.prepare import file_stem, write_synthetic_amazon2018
+from trl_rere.data.prepare import file_stem, write_synthetic_amazon2018
 
 MACHINE = "2 CPU cores, 24 GiB, shared with other work"
 CATEGORY = "Bench"
@@ -89,8 +89,8 @@ def run(args) -> list[dict]:
     work = Path(args.work)
     stem = file_stem(CATEGORY, 5, (1996, 10), (2018, 11))
     # What every `trl_rere` command pays before any work: `trl_rere/__init__` imports torch, transformers and TRL.
-    imports = measure([sys.executable, "-c", "import trl_rere.prepare"], ROOT)
-    rows = [{"size": "-", "tool": "python -c 'import trl_rere.prepare'", "items": 0, "rows": 0, **imports}]
+    imports = measure([sys.executable, "-c", "import trl_rere.data.prepare"], ROOT)
+    rows = [{"size": "-", "tool": "python -c 'import trl_rere.data.prepare'", "items": 0, "rows": 0, **imports}]
     print(rows[0], flush=True)
     for name in args.sizes:
         raw = raw_files(work, name)
@@ -222,9 +222,9 @@ def render(rows: list[dict], command: str) -> str:
 
 `examples/prepare_data.py amazon2018` (trl-rere, polars) against the authors' `data/process.py`
 (github.com/sober-clever/ReRe, commit 7d69eee, pure Python), one run each, on the same generated Amazon Reviews 2018
-JSON-lines files (`trl_rere.prepare.write_synthetic_amazon2018`, seed 0; power-law item popularity and user
+JSON-lines files (`trl_rere.data.prepare.write_synthetic_amazon2018`, seed 0; power-law item popularity and user
 activity; {sizes}), window 1996-10..2018-11, 5-core. Wall time and peak resident memory of the whole command
-(Python start-up and imports included); the first row is the import of `trl_rere.prepare` alone, which
+(Python start-up and imports included); the first row is the import of `trl_rere.data.prepare` alone, which
 `trl_rere/__init__` makes load torch, transformers and TRL, and "without the import" subtracts it. "Same files": the
 info and split files of both runs compared byte for byte. `--read_block_mb 64` parses the JSON lines 64 MiB at a
 time and keeps users and items as categoricals (the default above 1 GiB of reviews; the 10M file is 0.9 GiB).

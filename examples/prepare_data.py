@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from trl_rere.prepare import (
+from trl_rere.data.prepare import (
     TIME_UNITS,
     PreparationError,
     PrepareConfig,

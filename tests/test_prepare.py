@@ -1,4 +1,4 @@
-"""Preparation from raw interactions (`trl_rere.prepare`, examples/prepare_data.py).
+"""Preparation from raw interactions (`trl_rere.data.prepare`, examples/prepare_data.py).
 
 The fixture under tests/fixtures/prepare_amazon2018 is a raw Amazon Reviews 2018 sample and what the authors'
 data/process.py (github.com/sober-clever/ReRe) wrote for it; see its make_sample.py.
@@ -21,7 +21,7 @@ pl = pytest.importorskip("polars")
 from rere_test_utils import DATA_DIR
 
 from trl_rere import load_amazon
-from trl_rere.prepare import (
+from trl_rere.data.prepare import (
     PreparationError,
     PrepareConfig,
     k_core,

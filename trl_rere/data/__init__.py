@@ -13,6 +13,7 @@ One job per module, imports running one way (`readers` and `prompts` at the bott
 
 from .layouts import LAYOUTS, Layout, get_layout, load_amazon
 from .pairs import prefix_pairs, sid_prefix_pairs, title_prefix_pairs
+from .prepare import PrepareConfig, prepare_amazon2018, prepare_amazon2023, prepare_table
 from .prompts import (
     CATEGORY_NAMES,
     DEFAULT_INSTRUCTIONS,
@@ -31,6 +32,7 @@ from .prompts import (
     prompt_token_count,
     prompt_token_counts,
 )
+from .raw_readers import PreparationError
 from .readers import CATEGORY_FILE_MARKER, DATA_HELP, SPLIT_FEATURES, DataError, find_category_files
 from .sft import sft_dataset
 from .sids import SID_DATA_HELP, load_sid_amazon, load_sid_split, read_sid_index, read_sid_info
@@ -49,6 +51,8 @@ __all__ = [
     "LAYOUTS",
     "Layout",
     "MAX_HISTORY",
+    "PreparationError",
+    "PrepareConfig",
     "REQUIRED_COLUMNS",
     "SID_DATA_HELP",
     "SID_HISTORY_SEPARATOR",
@@ -68,6 +72,9 @@ __all__ = [
     "load_sid_amazon",
     "load_sid_split",
     "load_title_amazon",
+    "prepare_amazon2018",
+    "prepare_amazon2023",
+    "prepare_table",
     "prompt_token_count",
     "prefix_pairs",
     "prompt_token_count",

@@ -1,4 +1,4 @@
-"""Reading raw interaction files for `trl_rere.prepare`: Amazon Reviews 2018/2023 JSON lines and a user's own
+"""Reading raw interaction files for `trl_rere.data.prepare`: Amazon Reviews 2018/2023 JSON lines and a user's own
 CSV/TSV/Parquet tables, into the frames `prepare_interactions` takes; times in Unix seconds. Bad input stops with a
 `PreparationError` naming the file, the line and what to change."""
 
@@ -11,6 +11,8 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
+from .readers import DataError
+
 TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 # JSON-lines files larger than this are parsed in blocks of BLOCK_BYTES (see read_json_lines).
 WHOLE_FILE_BYTES = 1 << 30
@@ -18,7 +20,7 @@ BLOCK_BYTES = 64 << 20
 _MONTH = re.compile(r"^(\d{4})-(\d{1,2})$")
 
 
-class PreparationError(ValueError):
+class PreparationError(DataError):
     """A raw input that cannot be prepared: the message names the file, the line and what to change."""
 
 

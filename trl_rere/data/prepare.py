@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .prepare_readers import (
+from .raw_readers import (
     TIME_UNITS,
     PreparationError,
     _parse_month,
@@ -42,7 +42,7 @@ from .prepare_readers import (
     require_polars,
     timestamps_to_seconds,
 )
-from .prepare_synthetic import write_synthetic_amazon2018
+from .raw_synthetic import write_synthetic_amazon2018
 
 __all__ = [
     "SPLITS",

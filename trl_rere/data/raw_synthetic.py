@@ -1,4 +1,4 @@
-"""Synthetic raw files in the Amazon Reviews 2018 format, for tests, benchmarks and trying `trl_rere.prepare`
+"""Synthetic raw files in the Amazon Reviews 2018 format, for tests, benchmarks and trying `trl_rere.data.prepare`
 without a download."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .prepare_readers import _parse_month, month_start, require_polars
+from .raw_readers import _parse_month, month_start, require_polars
 
 # -- synthetic raw files ----------------------------------------------------------------------------------------------
 _WORDS = (  # noqa: SIM905 - a word list reads best as text
