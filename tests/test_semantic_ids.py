@@ -26,17 +26,15 @@ from trl_rere import (  # noqa: E402
     ReReTrainer,
     SIDTokenError,
     add_sid_tokens,
-    build_sid_prompt,
-    check_sid_tokens,
     constrained_beam_search,
     evaluate_ranking,
     load_amazon,
     ranking_reward,
     rule_reward,
-    sid_prefix_pairs,
     synthetic_sid_dataset,
 )
-from trl_rere.semantic_ids import split_sid  # noqa: E402
+from trl_rere.data import build_sid_prompt, sid_prefix_pairs  # noqa: E402
+from trl_rere.sid_tokens import check_sid_tokens, split_sid  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
 
 

@@ -1,73 +1,85 @@
-"""trl-rere: ReRe (Reinforced Preference Optimization for Recommendation) as a plugin for Hugging Face TRL."""
+"""trl-rere: ReRe (Reinforced Preference Optimization for Recommendation) as a plugin for Hugging Face TRL.
+
+The names below are the user API: the trainer and its config, the catalog and its trie, the data loaders and
+preparation, decoding, evaluation and the rewards. Everything else is reachable from its own module (`trl_rere.data`,
+`trl_rere.decoding`, `trl_rere.sid_tokens`, ...). Names are imported on first use, as transformers does, so that
+`import trl_rere` (and the data commands, which need no torch or TRL) start in a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
 
 __version__ = "0.1.0"
 
-from .catalog import CatalogError, ItemCatalog
-from .config import ReReConfig
-from .decoding import (
-    Beam,
-    RankedBeams,
-    TrieLogitsProcessor,
-    TrieScoreRecorder,
-    constrained_beam_search,
-    draw_groups,
-    make_prefix_allowed_tokens_fn,
-)
-from .evaluation import RankingEvalCallback, evaluate_ranking
-from .item_format import ItemFormat, get_item_format
-from .metrics import ranking_metrics
-from .rewards import collaborative_reward, ranking_reward, rule_reward, semantic_reward
-from .data import (
-    DataError,
-    build_prompt,
-    build_sid_prompt,
-    load_amazon,
-    load_amazon_split,
-    load_sid_amazon,
-    sft_dataset,
-    sid_prefix_pairs,
-    synthetic_catalog_dataset,
-    synthetic_sid_dataset,
-)
-from .sid_tokens import SIDTokenError, add_sid_tokens, check_sid_tokens
-from .trainer import ReReTrainer
-from .trie import ItemTrie, TrieBoundaryError
+# module -> the public names it provides
+_API: dict[str, tuple[str, ...]] = {
+    "catalog": ("CatalogError", "ItemCatalog"),
+    "config": ("ReReConfig",),
+    "data": (
+        "DataError",
+        "PreparationError",
+        "PrepareConfig",
+        "build_prompt",
+        "load_amazon",
+        "load_amazon_split",
+        "prepare_amazon2018",
+        "prepare_amazon2023",
+        "prepare_table",
+        "sft_dataset",
+        "synthetic_catalog_dataset",
+        "synthetic_sid_dataset",
+    ),
+    "decoding": ("TrieLogitsProcessor", "constrained_beam_search", "make_prefix_allowed_tokens_fn"),
+    "evaluation": ("RankingEvalCallback", "evaluate_ranking"),
+    "item_format": ("ItemFormat", "get_item_format"),
+    "metrics": ("ranking_metrics",),
+    "rewards": ("collaborative_reward", "ranking_reward", "rule_reward", "semantic_reward"),
+    "sid_tokens": ("SIDTokenError", "add_sid_tokens"),
+    "trainer": ("ReReTrainer",),
+    "trie": ("ItemTrie", "TrieBoundaryError"),
+}
+_MODULE_OF = {name: module for module, names in _API.items() for name in names}
+
+__all__ = sorted(_MODULE_OF)
 
 
-__all__ = [
-    "Beam",
-    "CatalogError",
-    "DataError",
-    "ItemCatalog",
-    "ItemFormat",
-    "ItemTrie",
-    "RankedBeams",
-    "ReReConfig",
-    "RankingEvalCallback",
-    "ReReTrainer",
-    "SIDTokenError",
-    "TrieBoundaryError",
-    "TrieLogitsProcessor",
-    "TrieScoreRecorder",
-    "add_sid_tokens",
-    "build_prompt",
-    "build_sid_prompt",
-    "check_sid_tokens",
-    "collaborative_reward",
-    "constrained_beam_search",
-    "draw_groups",
-    "evaluate_ranking",
-    "get_item_format",
-    "load_amazon",
-    "load_amazon_split",
-    "load_sid_amazon",
-    "make_prefix_allowed_tokens_fn",
-    "ranking_metrics",
-    "ranking_reward",
-    "rule_reward",
-    "semantic_reward",
-    "sft_dataset",
-    "sid_prefix_pairs",
-    "synthetic_catalog_dataset",
-    "synthetic_sid_dataset",
-]
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
+    from .catalog import CatalogError, ItemCatalog
+    from .config import ReReConfig
+    from .data import (
+        DataError,
+        PreparationError,
+        PrepareConfig,
+        build_prompt,
+        load_amazon,
+        load_amazon_split,
+        prepare_amazon2018,
+        prepare_amazon2023,
+        prepare_table,
+        sft_dataset,
+        synthetic_catalog_dataset,
+        synthetic_sid_dataset,
+    )
+    from .decoding import TrieLogitsProcessor, constrained_beam_search, make_prefix_allowed_tokens_fn
+    from .evaluation import RankingEvalCallback, evaluate_ranking
+    from .item_format import ItemFormat, get_item_format
+    from .metrics import ranking_metrics
+    from .rewards import collaborative_reward, ranking_reward, rule_reward, semantic_reward
+    from .sid_tokens import SIDTokenError, add_sid_tokens
+    from .trainer import ReReTrainer
+    from .trie import ItemTrie, TrieBoundaryError

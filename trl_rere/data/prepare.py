@@ -92,7 +92,30 @@ SPLIT_COLUMNS = (
 @dataclass
 class PrepareConfig:
     """How raw interactions become the D3/ReRe layout; the defaults are the authors' (`data/process.py`) for the
-    published Industrial_and_Scientific files."""
+    published Industrial_and_Scientific files.
+
+    Parameters:
+        k (`int`): iterative k-core; users and items keep at least `k` interactions inside the window.
+        start, end (`str` or `None`): the window, `YYYY-MM`, both months' 1st at 00:00 UTC included; `None` takes the
+            data's own first / last month.
+        max_history (`int`): at most this many earlier interactions per row.
+        seed (`int`): seed of the authors' item-id shuffle.
+        extend_window_min_items (`int` or `None`): the authors' window-extension rule, off by default.
+        earliest_year (`int`): where that rule stops.
+        chunk_rows (`int`): rows built and written at a time.
+
+    Example:
+    ```python
+    >>> from trl_rere.data import PrepareConfig
+    >>> config = PrepareConfig(start="2016-10", end="2018-11")
+    >>> config.k, config.start_month_tuple
+    (5, (2016, 10))
+    >>> PrepareConfig(start="2018-11", end="2016-10")
+    Traceback (most recent call last):
+    ...
+    ValueError: start='2018-11' is after end='2016-10': the window is empty
+    ```
+    """
 
     k: int = field(default=5, metadata={"help": "Iterative k-core: users and items keep at least k interactions."})
     start: str | None = field(
@@ -534,8 +557,24 @@ def prepare_amazon2023(
     block_bytes: int | None = None,
     **overrides,
 ) -> dict[str, Path]:
-    """Amazon Reviews 2023 JSONL files (`read_amazon2023`) to the D3/ReRe layout under `out_dir`; items are parent
-    ASINs and the written timestamps are seconds. Returns the written paths."""
+    """Amazon Reviews 2023 JSONL files (`read_amazon2023`: reviews with `user_id, parent_asin, rating, timestamp` in
+    milliseconds, metadata with `parent_asin, title`) to the D3/ReRe layout under `out_dir`; items are parent ASINs
+    and the written timestamps are seconds. Returns the written paths.
+
+    Example:
+    ```python
+    >>> import json
+    >>> reviews = [{"user_id": f"u{u}", "parent_asin": f"P{(u + j) % 8}", "rating": 5.0,
+    ...             "timestamp": 1_500_000_000_000 + 86_400_000 * j} for u in range(30) for j in range(6)]
+    >>> with open("reviews.jsonl", "w") as f:
+    ...     f.writelines(json.dumps(r) + "\\n" for r in reviews)
+    >>> with open("meta.jsonl", "w") as f:
+    ...     f.writelines(json.dumps({"parent_asin": f"P{i}", "title": f"Lamp {i}"}) + "\\n" for i in range(8))
+    >>> out = prepare_amazon2023("reviews.jsonl", "meta.jsonl", "Lamps", "data", progress=False, start=None, end=None)
+    >>> out["info"].name
+    'Lamps_5_2017-7-2017-8.txt'
+    ```
+    """
     interactions, items = read_amazon2023(reviews, meta, description=description, block_bytes=block_bytes)
     prepared = prepare_interactions(interactions, items, config, **overrides)
     return write_layout(prepared, out_dir, category, progress=progress)
@@ -551,8 +590,22 @@ def prepare_table(
     table_options: dict | None = None,
     **overrides,
 ) -> dict[str, Path]:
-    """A user's own interaction and item tables (`read_table`, options in `table_options`) to the D3/ReRe layout
-    under `out_dir`. Returns the written paths."""
+    """A user's own interaction and item tables (`read_table`, options in `table_options`, e.g. the column names) to
+    the D3/ReRe layout under `out_dir`. Returns the written paths.
+
+    Example:
+    ```python
+    >>> with open("events.csv", "w") as f:
+    ...     _ = f.write("user,item,time\\n" + "".join(f"u{u},i{(u + j) % 8},{1_500_000_000 + 86_400 * j}\\n"
+    ...                                                 for u in range(30) for j in range(6)))
+    >>> with open("items.csv", "w") as f:
+    ...     _ = f.write("item,title\\n" + "".join(f"i{i},Lamp {i}\\n" for i in range(8)))
+    >>> out = prepare_table("events.csv", "items.csv", "Lamps", "data", progress=False, start=None, end=None,
+    ...                     table_options={"user_column": "user", "item_column": "item", "time_column": "time"})
+    >>> sorted(out)
+    ['info', 'test', 'train', 'valid']
+    ```
+    """
     interactions, items = read_table(interactions, items, **(table_options or {}))
     prepared = prepare_interactions(interactions, items, config, **overrides)
     return write_layout(prepared, out_dir, category, progress=progress)

@@ -127,8 +127,8 @@ def draw_groups(
 
     Example:
     ```python
-    >>> from trl_rere import ItemCatalog, ItemTrie, draw_groups
-    >>> from trl_rere.decoding import tokenize_prompts
+    >>> from trl_rere import ItemCatalog, ItemTrie
+    >>> from trl_rere.decoding import draw_groups, tokenize_prompts
     >>> from trl_rere.testing import tiny_causal_lm, train_tokenizer
     >>> catalog = ItemCatalog.from_titles(["Red Ball", "Blue Car", "Green Kite", "Pink Doll"])
     >>> tokenizer = train_tokenizer(list(catalog.titles))
