@@ -39,7 +39,7 @@ from _common import (
     print_settings,
 )
 from accelerate import PartialState
-from transformers import AutoModelForCausalLM
+from transformers import AutoModelForCausalLM, EarlyStoppingCallback
 from trl import ModelConfig, SFTTrainer, TrlParser, get_peft_config
 
 from trl_rere import add_sid_tokens
@@ -66,6 +66,11 @@ class ScriptArguments:
     completion_template: str | None = field(
         default=None, metadata={"help": "Overrides the item format's completion text; EOS is appended."}
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={"help": "Stop after this many evaluations without a better eval loss (the authors stop early; needs "
+                  "--eval_strategy, --save_strategy the same, --load_best_model_at_end true)."},
+    )
 
 
 # The authors' SFT (METHOD.md section 5): 10 epochs, lr 3e-4, 128 sequences per optimizer step.
@@ -79,6 +84,10 @@ PAPER_DEFAULTS = dict(
 )
 
 
+def evaluation_wanted(training_args: ReReSFTConfig, eval_split: str | None) -> bool:
+    return eval_split is not None and training_args.eval_strategy != "no"
+
+
 def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args: ModelConfig) -> dict:
     model_name = model_args.model_name_or_path or DEFAULT_MODEL
     for name in ("max_train_samples", "max_eval_samples"):
@@ -86,6 +95,10 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
             fail(f"--{name} must be >= 0, got {getattr(script_args, name)}")
     eval_split = script_args.eval_split if script_args.eval_split and script_args.eval_split.lower() != "none" else None
     splits = tuple(dict.fromkeys(s for s in (script_args.train_split, eval_split) if s))
+    if script_args.early_stopping_patience and not (training_args.load_best_model_at_end and evaluation_wanted(
+            training_args, eval_split)):
+        fail("--early_stopping_patience needs an eval split, --eval_strategy epoch (or steps) and "
+             "--load_best_model_at_end true")
     check_model(model_name)  # seconds; the data and the model load come after
     catalog, data = load_data(script_args.data_dir, script_args.category, splits, script_args.item_format,
                               {script_args.train_split: "--train_split", eval_split: "--eval_split"})
@@ -126,6 +139,8 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
         train_dataset=sft_dataset(train, template, item_format=fmt),
         eval_dataset=sft_dataset(evaluation, template, item_format=fmt) if evaluation is not None else None,
         peft_config=get_peft_config(model_args),
+        callbacks=[EarlyStoppingCallback(script_args.early_stopping_patience)]
+        if script_args.early_stopping_patience else None,
     )
     result = trainer.train()
     trainer.save_model(training_args.output_dir)  # the model and its tokenizer

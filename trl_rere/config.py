@@ -266,9 +266,9 @@ def check_whole_groups(num_generations: int, per_device_train_batch_size: int, s
     batch = num_generations * max(1, math.ceil(per_device_train_batch_size / num_generations))
     raise ValueError(
         f"num_generations ({num_generations}) must divide the completions each process draws per generation round: "
-        f"per_device_train_batch_size ({per_device_train_batch_size}) x steps_per_generation ({steps_per_generation}, "
-        f"by default gradient_accumulation_steps) = {per_process}. ReReTrainer runs one beam search per prompt, so "
-        f"each process must hold whole groups. Pass --per_device_train_batch_size {batch} (a multiple of "
+        f"per_device_train_batch_size ({per_device_train_batch_size}) x steps_per_generation ({steps_per_generation}) "
+        f"= {per_process} (steps_per_generation defaults to gradient_accumulation_steps). ReReTrainer runs one beam "
+        f"search per prompt, so each process must hold whole groups. Pass --per_device_train_batch_size {batch} (a multiple of "
         f"{num_generations}){smaller}."
     )
 
