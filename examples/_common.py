@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlparse
 
-
 # transformers 5 renamed gradient checkpointing to activation checkpointing and warns on every use of the old names,
 # which TRL 1.16 still calls while it prepares a model for generation: several FutureWarnings per run that name
 # nothing the user can change. (Our configs set the new name; see trl_rere.config.apply_device_defaults.)
@@ -88,7 +87,7 @@ def check_data_dir(
         have = f" Categories with a catalog in {root / 'info'}: {', '.join(known)}." if known else ""
         fail(f"--data_dir {data_dir}, --category {category}: no file matches {', '.join(missing)}.{have} {DATA_HELP}")
     if item_format == "title":
-        _check_titles_are_not_sids(sorted(glob.glob(catalog_pattern))[0])
+        _check_titles_are_not_sids(min(glob.glob(catalog_pattern)))
     return root
 
 

@@ -17,10 +17,11 @@ processes' load, so the two can differ by up to 2x; set OMP_NUM_THREADS to choos
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 
-from _common import check_model, check_sid_vocab, default_eval_batch_size, load_data, load_tokenizer
 import torch
+from _common import check_model, check_sid_vocab, default_eval_batch_size, load_data, load_tokenizer
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, HfArgumentParser
 
@@ -79,6 +80,7 @@ def main(args: EvaluateArguments) -> dict:
     trie = ItemTrie.from_catalog(
         catalog, tokenizer, args.completion_template, args.prompt_suffix, item_format=args.item_format
     )
+    start = time.perf_counter()
     metrics = evaluate_ranking(
         model,
         tokenizer,
@@ -90,7 +92,10 @@ def main(args: EvaluateArguments) -> dict:
         predictions_file=args.predictions_file,
         accelerator=state,
     )
+    seconds = time.perf_counter() - start
     if state.is_main_process:
+        print(f"ranked {metrics['num_examples']:,} users in {seconds:.1f} s ({torch.get_num_threads()} torch threads "
+              f"per process on {state.num_processes} process(es); OMP_NUM_THREADS sets them)", flush=True)
         title = (f"{args.model_name_or_path} on {args.category}/{args.split}: {metrics['num_examples']:,} users, "
                  f"{len(catalog):,} items, {args.num_beams} beams")
         print(format_metrics_table(metrics, title=title))

@@ -74,14 +74,14 @@ class ScriptArguments:
 
 
 # The authors' SFT (METHOD.md section 5): 10 epochs, lr 3e-4, 128 sequences per optimizer step.
-PAPER_DEFAULTS = dict(
-    model_name_or_path=DEFAULT_MODEL,
-    learning_rate=3e-4,
-    num_train_epochs=10,
-    per_device_train_batch_size=16,
-    gradient_accumulation_steps=8,
-    logging_steps=10,
-)
+PAPER_DEFAULTS = {
+    "model_name_or_path": DEFAULT_MODEL,
+    "learning_rate": 3e-4,
+    "num_train_epochs": 10,
+    "per_device_train_batch_size": 16,
+    "gradient_accumulation_steps": 8,
+    "logging_steps": 10,
+}
 
 
 def evaluation_wanted(training_args: ReReSFTConfig, eval_split: str | None) -> bool:

@@ -40,11 +40,6 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import PartialState
-from transformers import Trainer, TrainerCallback
-from trl import ModelConfig, TrlParser, get_peft_config
-from trl.models import unwrap_model_for_generation
-
 from _common import (
     DEFAULT_MODEL,
     add_config_argument,
@@ -60,34 +55,38 @@ from _common import (
     parse_args,
     print_settings,
 )
+from accelerate import PartialState
+from transformers import Trainer, TrainerCallback
+from trl import ModelConfig, TrlParser, get_peft_config
+from trl.models import unwrap_model_for_generation
+
 from trl_rere import ReReConfig, ReReTrainer, add_sid_tokens, get_item_format
 from trl_rere.constrained import tokenize_prompts
 from trl_rere.data import synthetic_catalog_dataset
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking
 from trl_rere.semantic_ids import synthetic_sid_dataset
 
-
 SMOKE_MAX_EVAL_SAMPLES = 100  # ~5 s per ranking on 2 idle CPU cores; the smoke ranks twice (before and after RL)
 SMOKE_EVAL_BEAMS = 10
 # What --smoke sets unless given (command line or --config): about a minute on a CPU.
-SMOKE_DEFAULTS = dict(
-    model_name_or_path=None,  # None: build a tiny model and tokenizer on the run's data
-    max_steps=4,
-    num_generations=4,
-    per_device_train_batch_size=8,
-    gradient_accumulation_steps=1,
-    learning_rate=1e-4,
-    logging_steps=1,
-    gradient_checkpointing=False,
-    bf16=False,
-    save_strategy="no",
-    no_signal_steps=2,  # the smoke's few steps must be able to show the trainer's warning when no group holds the target
-    eval_num_beams=SMOKE_EVAL_BEAMS,
-    max_eval_samples=SMOKE_MAX_EVAL_SAMPLES,
-    eval_before_train=True,
-)
+SMOKE_DEFAULTS = {
+    "model_name_or_path": None,  # None: build a tiny model and tokenizer on the run's data
+    "max_steps": 4,
+    "num_generations": 4,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 1e-4,
+    "logging_steps": 1,
+    "gradient_checkpointing": False,
+    "bf16": False,
+    "save_strategy": "no",
+    "no_signal_steps": 2,  # the smoke's few steps must be able to show the trainer's warning when no group holds the target
+    "eval_num_beams": SMOKE_EVAL_BEAMS,
+    "max_eval_samples": SMOKE_MAX_EVAL_SAMPLES,
+    "eval_before_train": True,
+}
 # Defaults of a run without --config or --smoke: the model the paper fine-tunes, and its 2 epochs (TRL's: 3).
-RUN_DEFAULTS = dict(model_name_or_path=DEFAULT_MODEL, num_train_epochs=2)
+RUN_DEFAULTS = {"model_name_or_path": DEFAULT_MODEL, "num_train_epochs": 2}
 
 
 @dataclass

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 AMAZON = DATA / "amazon"
@@ -184,7 +183,7 @@ def test_toys_smoke_synthetic_under_accelerate(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
     out = tmp_path / "runs" / "toys-smoke-synthetic-title"
     assert not (tmp_path / "trainer_output").exists()
-    assert re.search(r"^settings: .*num_generations=4\* .*max_steps=4\* ", proc.stdout, re.M), proc.stdout[-3000:]
+    assert re.search(r"^settings: .*num_generations=4\* .*max_steps=4\* ", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
     assert "FutureWarning" not in proc.stderr, proc.stderr[-3000:]
     metrics = _check_metrics(out, 10)
     assert metrics["num_examples"] == 32

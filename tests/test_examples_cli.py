@@ -14,14 +14,13 @@ import yaml
 from trl_rere import ReReConfig
 from trl_rere.testing import tiny_causal_lm, train_tokenizer, write_amazon_folder, write_minionerec_folder
 
-
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
 sys.path.insert(0, str(EXAMPLES))
 
-import _common  # noqa: E402
-import sft  # noqa: E402
-import toys  # noqa: E402
+import _common
+import sft
+import toys
 
 
 def _env():
@@ -32,7 +31,7 @@ def _env():
 
 
 def _run(args, cwd=REPO, timeout=300):
-    return subprocess.run(args, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(args, check=False, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=timeout)
 
 
 def _stops(capsys, call, *args, **kwargs) -> str:
@@ -226,3 +225,17 @@ def test_evaluate_reports_users_and_no_cutoff_beyond_the_beams(tmp_path):
     assert header.split("|")[2:-1] == [" @1 ", " @3 ", " @5 "]
     assert "6 users" in proc.stdout
     assert "FutureWarning" not in proc.stderr
+
+
+def test_unreachable_hub_stops_at_once_with_the_offline_hint(monkeypatch, capsys):
+    from huggingface_hub import constants
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for proxy in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(proxy, raising=False)
+    monkeypatch.setattr(_common.socket, "create_connection", refuse)
+    err = _stops(capsys, _common.check_model, "Qwen/Qwen2-0.5B")
+    assert "the hub cannot be reached (set HF_HUB_OFFLINE=1" in err and "hf download Qwen/Qwen2-0.5B" in err
