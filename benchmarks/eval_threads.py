@@ -46,6 +46,7 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="eval-threads-"))
     data_dir = args.data_dir
+    source = f"`{args.category}/{args.split}` from {data_dir}" if data_dir else "a synthetic catalog of 200 items"
     if data_dir is None:
         from trl_rere.testing import write_amazon_folder
 
@@ -83,8 +84,7 @@ def main() -> None:
     print(table)
     command = "python benchmarks/eval_threads.py " + " ".join(sys.argv[1:])
     page = (f"# Evaluation speed by thread setting (CPU)\n\n`{command.strip()}`\n\nMachine: 2 CPU cores, 24 GiB "
-            f"(shared). Date: {datetime.date.today()}. Ranking {args.users} users of `{args.category}/{args.split}` "
-            f"with {args.beams} beams with a tiny model (examples/make_tiny_model.py); the time evaluate.py reports "
+            f"(shared). Date: {datetime.date.today()}. Ranking {args.users} users of {source} with {args.beams} beams with a tiny model (examples/make_tiny_model.py); the time evaluate.py reports "
             f"for the ranking alone.\n\n{table}\n")
     (REPO / "benchmarks" / "eval_threads.md").write_text(page)
 

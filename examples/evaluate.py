@@ -9,9 +9,10 @@ seconds. HR@K is reported for the cut-offs K up to `--num_beams` (a K beyond the
 one). Batches of 32 prompts on a GPU, 4 on a CPU, unless `--batch_size` is given.
 
 Threads: under `python` on a CPU, torch uses one thread per core; `accelerate launch` sets OMP_NUM_THREADS to
-`--num_cpu_threads_per_process` (with `--cpu`: the physical cores divided by the processes; without it: 1). The
-small per-step matrices of the beam search gain little from threads and lose to their start-up and to other
-processes' load, so the two can differ by up to 2x; set OMP_NUM_THREADS to choose (README, "Threads").
+`--num_cpu_threads_per_process` (1 by default; with `--cpu` the physical cores divided by the processes). The small
+per-step matrices of the beam search gain little from threads and lose to their synchronisation, far more so when
+other jobs hold the cores (benchmarks/eval_threads.md: 19x on a shared 2-core machine); the run prints the thread
+count it used, and OMP_NUM_THREADS=1 makes `python` and `accelerate launch` equal.
 """
 
 from __future__ import annotations
