@@ -83,9 +83,10 @@ def main() -> None:
     table = "\n".join(lines)
     print(table)
     command = "python benchmarks/eval_threads.py " + " ".join(sys.argv[1:])
-    page = (f"# Evaluation speed by thread setting (CPU)\n\n`{command.strip()}`\n\nMachine: 2 CPU cores, 24 GiB "
-            f"(shared). Date: {datetime.date.today()}. Ranking {args.users} users of {source} with {args.beams} beams with a tiny model (examples/make_tiny_model.py); the time evaluate.py reports "
-            f"for the ranking alone.\n\n{table}\n")
+    page = (f"# Evaluation speed by thread setting (CPU)\n\n`{command.strip()}`\n\nMachine: 2 CPU cores, 24 GiB, "
+            f"shared with other jobs (load average about 4). Date: {datetime.date.today()}. Ranking {args.users} "
+            f"users of {source} with {args.beams} beams with a tiny model (examples/make_tiny_model.py); the time "
+            f"evaluate.py reports for the ranking alone.\n\n{table}\n")
     (REPO / "benchmarks" / "eval_threads.md").write_text(page)
 
 
