@@ -24,6 +24,14 @@ from urllib.parse import urlparse
 # nothing the user can change. (Our configs set the new name; see trl_rere.config.apply_device_defaults.)
 warnings.filterwarnings("ignore", message=r"`(is_)?gradient_checkpointing\w*` is deprecated", category=FutureWarning)
 
+# Without CUDA, DeepSpeed (imported by transformers when a Trainer starts) warns in every process that it falls back
+# to the CPU accelerator; naming that accelerator up front is the same choice without the warning.
+if "DS_ACCELERATOR" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available() and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        os.environ["DS_ACCELERATOR"] = "cpu"
+
 DEFAULT_MODEL = "Qwen/Qwen2-0.5B"
 
 
