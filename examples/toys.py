@@ -7,12 +7,17 @@ Full run (4 GPUs, the paper's settings; start from an SFT checkpoint made with e
         --config examples/recipes/toys.yaml --data_dir data/amazon --model_name_or_path runs/rere-sft-toys
 
 Another category: `--category Industrial_and_Scientific`. `--data_dir` is the folder that holds info/ and the split
-folders. Without `--output_dir` the run writes to runs/rere-{category} (runs/toys-smoke for the smoke run).
+folders. Without `--output_dir` the run writes to runs/rere-{category} (-sid for semantic IDs); a smoke run to
+runs/toys-smoke-{synthetic or category}-{item format}, so the variants below do not overwrite each other. The run
+prints the settings it uses. Without `--config` the defaults are the paper's (ReReConfig: G = 16, lr 1e-5, ...;
+2 epochs here), bf16 where the GPU supports it, and evaluation batches of 32 prompts on a GPU (4 on a CPU).
 
 Smoke run (CPU, about a minute, no hub or downloads): a tiny model and tokenizer are built locally and SFT-warm-
 started, the test users are ranked, ReRe trains a few steps and the test users are ranked again; the table shows
 both rankings next to a random one. Without `--data_dir` and `--category` it uses a synthetic catalog; with them,
-the real files (`--category` defaults to Industrial_and_Scientific there, trained on its valid split):
+the real files (`--category` defaults to Industrial_and_Scientific there, trained on its valid split). `--smoke` sets
+defaults (SMOKE_DEFAULTS: G = 4, 8 completions per device, 4 steps, ...), not overrides: any argument given wins, and
+`--model_name_or_path` makes it start from that model instead of building one:
 
     accelerate launch examples/toys.py --smoke [--data_dir ../shared/data/amazon]
 
@@ -35,29 +40,53 @@ import os
 from dataclasses import dataclass, field
 
 import torch
-from accelerate import PartialState
-from transformers import AutoTokenizer, Trainer, TrainerCallback
-from trl import ModelConfig, TrlParser, get_peft_config
-from trl.models import unwrap_model_for_generation
-
 from _common import (
-    apply_cpu_defaults,
+    DEFAULT_MODEL,
+    add_config_argument,
     check_data_dir,
     check_model,
+    check_sid_vocab,
+    default_eval_batch_size,
     default_output_dir,
     fail,
     leave_output_dir_unset,
     load_data,
+    load_tokenizer,
+    parse_args,
+    print_settings,
 )
+from accelerate import PartialState
+from transformers import Trainer, TrainerCallback
+from trl import ModelConfig, TrlParser, get_peft_config
+from trl.models import unwrap_model_for_generation
+
 from trl_rere import ReReConfig, ReReTrainer, add_sid_tokens, get_item_format
 from trl_rere.constrained import tokenize_prompts
 from trl_rere.data import synthetic_catalog_dataset
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking
 from trl_rere.semantic_ids import synthetic_sid_dataset
 
-
 SMOKE_MAX_EVAL_SAMPLES = 100  # ~5 s per ranking on 2 idle CPU cores; the smoke ranks twice (before and after RL)
 SMOKE_EVAL_BEAMS = 10
+# What --smoke sets unless given (command line or --config): about a minute on a CPU.
+SMOKE_DEFAULTS = {
+    "model_name_or_path": None,  # None: build a tiny model and tokenizer on the run's data
+    "max_steps": 4,
+    "num_generations": 4,
+    "per_device_train_batch_size": 8,
+    "gradient_accumulation_steps": 1,
+    "learning_rate": 1e-4,
+    "logging_steps": 1,
+    "gradient_checkpointing": False,
+    "bf16": False,
+    "save_strategy": "no",
+    "no_signal_steps": 2,  # the smoke's few steps must be able to show the trainer's warning when no group holds the target
+    "eval_num_beams": SMOKE_EVAL_BEAMS,
+    "max_eval_samples": SMOKE_MAX_EVAL_SAMPLES,
+    "eval_before_train": True,
+}
+# Defaults of a run without --config or --smoke: the model the paper fine-tunes, and its 2 epochs (TRL's: 3).
+RUN_DEFAULTS = {"model_name_or_path": DEFAULT_MODEL, "num_train_epochs": 2}
 
 
 @dataclass
@@ -83,29 +112,26 @@ class ScriptArguments:
                   f"--smoke; 0 for all)."},
     )
     eval_num_beams: int = field(default=50, metadata={"help": f"Beams for the ranking (the paper: 50; the smoke: "
-                                                              f"at most {SMOKE_EVAL_BEAMS})."})
-    eval_batch_size: int = field(default=4, metadata={"help": "Prompts per beam search during evaluation."})
+                                                              f"{SMOKE_EVAL_BEAMS}). HR@K is reported for K up to it."})
+    eval_batch_size: int | None = field(
+        default=None, metadata={"help": "Prompts per beam search during evaluation (default: 32 on a GPU, 4 on a CPU)."}
+    )
     eval_before_train: bool | None = field(
         default=None,
         metadata={"help": "Also rank the test users with the starting (SFT) model, to show what RL changed "
                   "(default: on with --smoke; it doubles the evaluation time)."},
     )
     predictions_file: str | None = field(default=None, metadata={"help": "Write ranked predictions per user (JSONL)."})
-    smoke: bool = field(default=False, metadata={"help": "Tiny local model, few steps: checks the whole pipeline."})
+    smoke: bool = field(
+        default=False,
+        metadata={"help": "Check the whole pipeline in about a minute on a CPU: a tiny local model (unless "
+                  "--model_name_or_path is given) and small settings; every argument given overrides them."},
+    )
     smoke_sft_steps: int = field(
         default=300,
         metadata={"help": "SFT warm-start steps of the smoke run (0: none). Enough for the tiny model to rank the "
                   "synthetic targets among its beams, so that RL gets a signal."},
     )
-
-
-@dataclass
-class ToysConfig(ReReConfig):
-    """ReReConfig that also runs a multi-process launch on a machine without CUDA (DDP or DeepSpeed on CPU)."""
-
-    def __post_init__(self):
-        apply_cpu_defaults(self)
-        super().__post_init__()
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
@@ -122,7 +148,8 @@ def load_run_data(script_args: ScriptArguments, item_format: str):
         data_dir = script_args.data_dir or "data"
         category = script_args.category or ("Industrial_and_Scientific" if script_args.smoke else "Toys_and_Games")
         train_split = script_args.train_split or ("valid" if script_args.smoke else "train")
-        catalog, splits = load_data(data_dir, category, (train_split, script_args.eval_split), item_format)
+        catalog, splits = load_data(data_dir, category, (train_split, script_args.eval_split), item_format,
+                                    {train_split: "--train_split", script_args.eval_split: "--eval_split"})
         train, test = splits[train_split], splits[script_args.eval_split]
         source = f"{category} from {data_dir} (train: {train_split}, eval: {script_args.eval_split})"
     total_train, total_test = len(train), len(test)
@@ -199,27 +226,6 @@ def build_smoke_model(catalog, train, training_args: ReReConfig, sft_steps: int)
     return path
 
 
-def smoke_overrides(training_args: ReReConfig, script_args: ScriptArguments) -> None:
-    """Settings that make the smoke run take about a minute on a CPU. `--report_to` and `--output_dir` are kept."""
-    training_args.max_steps = 4
-    training_args.num_generations = 4
-    training_args.per_device_train_batch_size = 8
-    training_args.gradient_accumulation_steps = 1
-    training_args.steps_per_generation = 1
-    training_args.generation_batch_size = training_args.per_device_train_batch_size * training_args.world_size
-    training_args.learning_rate = 1e-4
-    training_args.logging_steps = 1
-    training_args.gradient_checkpointing = False
-    training_args.bf16 = False
-    training_args.save_strategy = "no"
-    # the smoke's few steps must be able to show the trainer's warning when no group holds the target
-    if training_args.no_signal_steps:
-        training_args.no_signal_steps = min(training_args.no_signal_steps, 2)
-    script_args.eval_num_beams = min(script_args.eval_num_beams, SMOKE_EVAL_BEAMS)
-    if script_args.max_eval_samples is None:
-        script_args.max_eval_samples = SMOKE_MAX_EVAL_SAMPLES
-
-
 # -- evaluation ---------------------------------------------------------------------------------------------------
 def random_ranking_metrics(num_items: int, ks) -> dict[str, float]:
     """Expected HR@K / NDCG@K of a uniformly random ranking of `num_items` items: the scale for a tiny model."""
@@ -242,7 +248,7 @@ def rank_test_users(trainer: ReReTrainer, tokenizer, test, script_args: ScriptAr
             trainer.trie,
             num_beams=script_args.eval_num_beams,
             ks=[k for k in DEFAULT_KS if k <= script_args.eval_num_beams],
-            batch_size=script_args.eval_batch_size,
+            batch_size=script_args.eval_batch_size or default_eval_batch_size(),
             predictions_file=predictions_file,
             accelerator=trainer.accelerator,
         )
@@ -297,32 +303,59 @@ def rl_signal_summary(log_history: list[dict]) -> str:
 
 
 # -- main ---------------------------------------------------------------------------------------------------------
-def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: ModelConfig) -> dict:
+def run_name(script_args: ScriptArguments, item_format: str) -> str:
+    """The default output folder's name: one per data and item format, so that runs do not overwrite each other."""
+    if script_args.smoke:
+        source = "synthetic" if script_args.data_dir is None and script_args.category is None else (
+            script_args.category or "Industrial_and_Scientific")
+        return f"toys-smoke-{source}-{item_format}"
+    return f"rere-{script_args.category or 'Toys_and_Games'}" + ("-sid" if item_format == "sid" else "")
+
+
+def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: ModelConfig,
+         preset_keys: frozenset = frozenset()) -> dict:
     if script_args.max_eval_samples is not None and script_args.max_eval_samples < 0:
         fail(f"--max_eval_samples must be >= 0 (0: all users), got {script_args.max_eval_samples}")
     smoke = script_args.smoke
-    model_name = model_args.model_name_or_path or "Qwen/Qwen2-0.5B"
+    model_name = model_args.model_name_or_path or (None if smoke else DEFAULT_MODEL)
+    fmt = training_args.item_format
     if not smoke:
         # Cheap checks first, so a typo or a missing download costs seconds, not a data load.
+        train_split = script_args.train_split or "train"
         check_data_dir(script_args.data_dir or "data", script_args.category or "Toys_and_Games",
-                       (script_args.train_split or "train", script_args.eval_split), training_args.item_format)
+                       (train_split, script_args.eval_split), fmt,
+                       {train_split: "--train_split", script_args.eval_split: "--eval_split"})
+    if model_name:
         check_model(model_name)
-    else:
-        smoke_overrides(training_args, script_args)
     if script_args.max_eval_samples == 0:
         script_args.max_eval_samples = None
-    default_output_dir(training_args, "toys-smoke" if smoke else f"rere-{script_args.category or 'Toys_and_Games'}")
-    catalog, train, test, description = load_run_data(script_args, training_args.item_format)
+    default_output_dir(training_args, run_name(script_args, fmt))
+    catalog, train, test, description = load_run_data(script_args, fmt)
     state = PartialState()
     if state.is_main_process:
         print(description, flush=True)
+        length = ({"max_steps": training_args.max_steps} if training_args.max_steps > 0
+                  else {"num_train_epochs": f"{training_args.num_train_epochs:g}"})
+        print_settings({
+            "model": model_name or "tiny (built by --smoke)", "item_format": fmt,
+            "num_generations": training_args.num_generations,
+            "per_device_train_batch_size": training_args.per_device_train_batch_size,
+            "gradient_accumulation_steps": training_args.gradient_accumulation_steps,
+            "learning_rate": training_args.learning_rate, **length,
+            "bf16": training_args.bf16, "eval_num_beams": script_args.eval_num_beams,
+            "eval_batch_size": script_args.eval_batch_size or default_eval_batch_size(),
+            "max_eval_samples": script_args.max_eval_samples or "all", "output_dir": training_args.output_dir,
+        }, preset_keys)
         if smoke and script_args.max_eval_samples == SMOKE_MAX_EVAL_SAMPLES:
             print(f"smoke: ranking at most {SMOKE_MAX_EVAL_SAMPLES} users with {script_args.eval_num_beams} beams "
                   f"(--max_eval_samples N to change, 0 for all)", flush=True)
-    if smoke:
+    if model_name is None:
         model_name = build_smoke_model(catalog, train, training_args, script_args.smoke_sft_steps)
 
-    tokenizer = AutoTokenizer.from_pretrained(model_name, padding_side="left")
+    tokenizer = load_tokenizer(model_name, padding_side="left")
+    if fmt == "sid":
+        flags = f"--data_dir {script_args.data_dir or 'data'} --category {script_args.category or 'Toys_and_Games'}"
+        check_sid_vocab(tokenizer, catalog, model_name, flags)
     eval_before = script_args.eval_before_train if script_args.eval_before_train is not None else smoke
     before = RankBeforeTraining(tokenizer, test, script_args) if eval_before else None
     trainer = ReReTrainer(
@@ -362,7 +395,14 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
     return metrics
 
 
-if __name__ == "__main__":
-    parser = TrlParser((ScriptArguments, ToysConfig, ModelConfig))
+def make_parser() -> TrlParser:
+    parser = TrlParser((ScriptArguments, ReReConfig, ModelConfig))
     leave_output_dir_unset(parser)
-    main(*parser.parse_args_and_config())
+    add_config_argument(parser)
+    parser.set_defaults(**RUN_DEFAULTS)
+    return parser
+
+
+if __name__ == "__main__":
+    (args, preset_keys) = parse_args(make_parser(), presets={"smoke": SMOKE_DEFAULTS})
+    main(*args, preset_keys=preset_keys)

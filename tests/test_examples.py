@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 import yaml
 
-
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 AMAZON = DATA / "amazon"
@@ -163,7 +162,9 @@ def test_recipe_and_launch_configs_give_the_papers_batch():
         import toys
         from trl import ModelConfig
 
-        known = {f.name for cls in (toys.ScriptArguments, toys.ToysConfig, ModelConfig) for f in fields(cls)}
+        from trl_rere import ReReConfig
+
+        known = {f.name for cls in (toys.ScriptArguments, ReReConfig, ModelConfig) for f in fields(cls)}
     finally:
         sys.path.remove(str(EXAMPLES))
     assert set(recipe) <= known, set(recipe) - known
@@ -180,8 +181,10 @@ def test_toys_smoke_synthetic_under_accelerate(tmp_path):
     proc = _run(_accelerate() + [str(EXAMPLES / "toys.py"), "--smoke", "--report_to", "tensorboard"], cwd=tmp_path,
                 timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    out = tmp_path / "runs" / "toys-smoke"
+    out = tmp_path / "runs" / "toys-smoke-synthetic-title"
     assert not (tmp_path / "trainer_output").exists()
+    assert re.search(r"^settings: .*num_generations=4\* .*max_steps=4\* ", proc.stdout, re.MULTILINE), proc.stdout[-3000:]
+    assert "FutureWarning" not in proc.stderr, proc.stderr[-3000:]
     metrics = _check_metrics(out, 10)
     assert metrics["num_examples"] == 32
     assert "data: synthetic title catalog" in proc.stdout and "catalog 48 items" in proc.stdout
@@ -243,7 +246,8 @@ def test_toys_smoke_on_industrial_files(tmp_path):
 
 @needs_data
 def test_sft_trains_on_cpu(tmp_path):
-    """examples/sft.py on a CPU with TRL's default bf16=True would stop in transformers' bf16 check."""
+    """examples/sft.py on a CPU with TRL's default bf16=True would stop in transformers' bf16 check. It says what it
+    trains on and where it saved, with no FutureWarning, and its training_args.bin loads outside the script."""
     from trl_rere.data import load_amazon
     from trl_rere.testing import tiny_causal_lm, train_tokenizer
 
@@ -256,9 +260,19 @@ def test_sft_trains_on_cpu(tmp_path):
                                      "--category", "Industrial_and_Scientific", "--train_split", "valid",
                                      "--eval_split", "test", "--eval_strategy", "no", "--max_steps", "2",
                                      "--per_device_train_batch_size", "2", "--max_length", "1024",
-                                     "--save_strategy", "no", "--output_dir", str(out)], timeout=300)
+                                     "--max_train_samples", "40", "--save_strategy", "no", "--output_dir", str(out)],
+                timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
-    assert (out / "model.safetensors").exists()
+    assert (out / "model.safetensors").exists() and (out / "tokenizer.json").exists()
+    assert "catalog 3,646 items; fine-tuning on 40 of 4,532 valid rows" in proc.stdout
+    assert f"saved the model and tokenizer to {out}" in proc.stdout
+    assert "FutureWarning" not in proc.stderr, proc.stderr[-3000:]
+    # the Trainer pickles the config: its class must live in a module, not in the script's __main__
+    load = ("import sys, torch; a = torch.load(sys.argv[1], weights_only=False); "
+            "print(type(a).__module__, type(a).__name__, a.max_steps)")
+    loaded = _run([sys.executable, "-c", load, str(out / "training_args.bin")], cwd=tmp_path)
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert loaded.stdout.split() == ["trl_rere.config", "ReReSFTConfig", "2"]
 
 
 @pytest.mark.slow

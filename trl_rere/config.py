@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 
 import torch
-from trl import GRPOConfig
+from trl import GRPOConfig, SFTConfig
 
 from .item_format import DEFAULT_PROMPT_SUFFIX, ITEM_FORMATS, get_item_format
 from .rewards import check_reward_names
@@ -198,14 +199,7 @@ class ReReConfig(GRPOConfig):
     )
 
     def __post_init__(self):
-        # Without CUDA, a multi-process launch must use gloo or accelerate and DeepSpeed disagree on the world size.
-        if not torch.cuda.is_available() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            if self.ddp_backend is None:
-                self.ddp_backend = "gloo"
-            # without use_cpu the Trainer sees the process group but runs as one process: the ranks fall out of step
-            self.use_cpu = True
-        if self.bf16 is None and not self.fp16 and not torch.cuda.is_available():
-            self.bf16 = False  # TRL turns bf16 on by default; on a CPU that only slows training down.
+        apply_device_defaults(self)
         if self.beta == 0.0:
             self.sync_ref_model = False  # no reference model exists to sync (TRL would raise)
         if self.gradient_checkpointing is None and getattr(self, CHECKPOINTING_ARG) is None:
@@ -216,6 +210,9 @@ class ReReConfig(GRPOConfig):
                              "hands to the completions")
         if isinstance(self.rewards, str):
             self.rewards = [self.rewards]
+        if self.generation_batch_size is None and self.steps_per_generation is None:
+            # TRL would refuse this below with its own numbers (generation_batch_size); say it in the user's terms
+            check_whole_groups(self.num_generations, self.per_device_train_batch_size, self.gradient_accumulation_steps)
         super().__post_init__()
         self._check_rere_fields()
 
@@ -247,18 +244,90 @@ class ReReConfig(GRPOConfig):
                 "a constrained beam search. Set use_transformers_continuous_batching=False."
             )
         # One beam search per prompt needs all G completions of a prompt on the same process.
-        per_process = self.per_device_train_batch_size * self.steps_per_generation
-        if per_process % self.num_generations != 0:
-            raise ValueError(
-                f"ReReTrainer runs one beam search per prompt, so each process must hold whole groups: "
-                f"per_device_train_batch_size ({self.per_device_train_batch_size}) x steps_per_generation "
-                f"({self.steps_per_generation}) = {per_process} must be a multiple of num_generations "
-                f"({self.num_generations}). Change per_device_train_batch_size, gradient_accumulation_steps / "
-                f"steps_per_generation, or num_generations."
-            )
+        check_whole_groups(self.num_generations, self.per_device_train_batch_size, self.steps_per_generation)
         g_eval = self.num_generations_eval or self.num_generations
         if self.do_eval and self.eval_strategy != "no" and self.per_device_eval_batch_size % g_eval != 0:
             raise ValueError(
                 f"per_device_eval_batch_size ({self.per_device_eval_batch_size}) must be a multiple of the eval "
                 f"group size ({g_eval}) so each process holds whole groups"
             )
+
+
+def check_whole_groups(num_generations: int, per_device_train_batch_size: int, steps_per_generation: int) -> None:
+    """Raises a `ValueError` naming both numbers and a fix when a process cannot hold whole groups of G completions.
+
+    ReReTrainer runs one beam search per prompt, so the completions a process draws per generation round
+    (`per_device_train_batch_size x steps_per_generation`, which defaults to `gradient_accumulation_steps`) must be a
+    multiple of `num_generations`.
+
+    Example:
+    ```python
+    >>> check_whole_groups(16, 64, 2)
+    >>> check_whole_groups(64, 16, 1)
+    Traceback (most recent call last):
+    ...
+    ValueError: num_generations (64) must divide the completions each process draws per generation round: ...
+    ```
+    """
+    per_process = per_device_train_batch_size * steps_per_generation
+    if num_generations and per_process % num_generations == 0:
+        return
+    divisors = [g for g in range(2, min(per_process, num_generations or 1) + 1) if per_process % g == 0]
+    smaller = f", or --num_generations {divisors[-1]} (a divisor of {per_process})" if divisors else ""
+    batch = num_generations * max(1, math.ceil(per_device_train_batch_size / num_generations))
+    raise ValueError(
+        f"num_generations ({num_generations}) must divide the completions each process draws per generation round: "
+        f"per_device_train_batch_size ({per_device_train_batch_size}) x steps_per_generation ({steps_per_generation}) "
+        f"= {per_process} (steps_per_generation defaults to gradient_accumulation_steps). ReReTrainer runs one beam "
+        f"search per prompt, so each process must hold whole groups. Pass --per_device_train_batch_size {batch} (a multiple of "
+        f"{num_generations}){smaller}."
+    )
+
+
+def apply_device_defaults(args) -> None:
+    """Device defaults for a TrainingArguments subclass, applied before its `__post_init__`; values set are kept.
+
+    - bf16: TRL turns it on whenever fp16 is off. Keep that where the GPU supports bf16; without CUDA, or on a GPU
+      without bf16 (V100, T4), train in float32 instead of failing in transformers' precision check.
+    - A multi-process launch without CUDA needs gloo (or accelerate and DeepSpeed disagree on the world size) and
+      `use_cpu` (or the Trainer sees the process group but runs as one process, and the ranks fall out of step).
+      `accelerate launch --cpu` is no substitute: it starts a single process whatever `--num_processes` says.
+    - Without CUDA, pinned memory does nothing but warn.
+    - `gradient_checkpointing` is transformers' deprecated name of `activation_checkpointing` (TRL still sets it, and
+      the recipes may use it); moving the value over keeps transformers' FutureWarning out of every run.
+    """
+    cuda = torch.cuda.is_available()
+    if getattr(args, "bf16", None) is None and not getattr(args, "fp16", False):
+        args.bf16 = bool(cuda and torch.cuda.is_bf16_supported())
+    if not cuda:
+        args.dataloader_pin_memory = False
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            if getattr(args, "ddp_backend", None) is None:
+                args.ddp_backend = "gloo"
+            args.use_cpu = True
+    for old, new in (("gradient_checkpointing", "activation_checkpointing"),
+                     ("gradient_checkpointing_kwargs", "activation_checkpointing_kwargs")):
+        if hasattr(args, new) and getattr(args, new) is None and getattr(args, old, None) is not None:
+            setattr(args, new, getattr(args, old))
+            setattr(args, old, None)
+
+
+@dataclass
+class ReReSFTConfig(SFTConfig):
+    r"""
+    TRL's [`trl.SFTConfig`] with [`ReReConfig`]'s device defaults (see `apply_device_defaults`), for the SFT warm
+    start (`examples/sft.py`). Living in a module rather than in the script, it makes the `training_args.bin` the
+    Trainer saves loadable anywhere `trl_rere` is installed.
+
+    Example:
+    ```python
+    >>> from trl_rere.config import ReReSFTConfig
+    >>> args = ReReSFTConfig(output_dir="sft", gradient_checkpointing=True)
+    >>> args.activation_checkpointing, args.dataloader_pin_memory == torch.cuda.is_available()
+    (True, True)
+    ```
+    """
+
+    def __post_init__(self):
+        apply_device_defaults(self)
+        super().__post_init__()
