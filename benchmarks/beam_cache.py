@@ -1,4 +1,4 @@
-"""50-beam constrained evaluation with HF's default KV cache vs `trl_rere.beam_cache` (shared-prompt layers).
+"""50-beam constrained evaluation with HF's default KV cache vs `trl_rere.decoding.beam_cache` (shared-prompt layers).
 
 Setting: the Industrial_and_Scientific catalog (3,686 items) and the first `--users` test prompts of the split in the
 short template of `reproductions/repro_industrial.py` (mean ~60 prompt tokens, titles of up to 68 tokens), a byte-level
@@ -36,7 +36,7 @@ import torch  # noqa: E402
 
 from _results import BENCHMARKS, hardware, write_section  # noqa: E402  (benchmarks/ is the script's folder)
 from reproductions.repro_industrial import CATEGORY, SHORT_TEMPLATE  # noqa: E402
-from trl_rere.constrained import constrained_beam_search  # noqa: E402
+from trl_rere.decoding import constrained_beam_search  # noqa: E402
 from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.testing import tiny_causal_lm, train_tokenizer  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402

@@ -3,7 +3,7 @@
 Methods (all run the same number of decoding steps on the same model, prompts and beams):
 
   (a) unconstrained   plain HF beam search, no constraint (the baseline)
-  (b) ours            `trl_rere.constrained.TrieLogitsProcessor` over the array `ItemTrie` (vectorised), followed
+  (b) ours            `trl_rere.decoding.TrieLogitsProcessor` over the array `ItemTrie` (vectorised), followed
                       by the `TrieScoreRecorder` that `generate_beams` runs after it (timed separately)
   (c) HF prefix fn    HF's stock `PrefixConstrainedLogitsProcessor` (what `prefix_allowed_tokens_fn=` builds) over a
                       plain nested-dict trie written here
@@ -60,7 +60,7 @@ from transformers import LogitsProcessor, LogitsProcessorList, Qwen2Config, Qwen
 from transformers.generation.logits_process import PrefixConstrainedLogitsProcessor  # noqa: E402
 
 from _results import BENCHMARKS, write_section  # noqa: E402  (benchmarks/ is the script's folder)
-from trl_rere.beam_scores import TrieScoreRecorder  # noqa: E402
+from trl_rere.decoding import TrieScoreRecorder  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
 
 
@@ -365,7 +365,7 @@ def make_model(seed: int = 0) -> Qwen2ForCausalLM:
 
 def make_prompts(titles: list[str], tok, n: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """`n` of the authors' prompts over random Toys histories, Qwen2-tokenized and left-padded."""
-    from trl_rere.constrained import left_pad
+    from trl_rere.decoding import left_pad
     from trl_rere.data import DEFAULT_INSTRUCTIONS, build_prompt
 
     rng = random.Random(seed)
@@ -414,7 +414,7 @@ def method_factory(name: str, trie: ItemTrie | None, dict_trie, hash_dict, promp
     if name == "a":
         return lambda: Timed(None)
     if name == "b":
-        from trl_rere.constrained import TrieLogitsProcessor
+        from trl_rere.decoding import TrieLogitsProcessor
 
         def ours():
             processor = TrieLogitsProcessor(trie, num_beams=NUM_BEAMS)

@@ -19,6 +19,8 @@ from pathlib import Path
 from typing import NoReturn
 from urllib.parse import urlparse
 
+from trl_rere.item_format import get_item_format
+
 # transformers 5 renamed gradient checkpointing to activation checkpointing and warns on every use of the old names,
 # which TRL 1.16 still calls while it prepares a model for generation: several FutureWarnings per run that name
 # nothing the user can change. (Our configs set the new name; see trl_rere.config.apply_device_defaults.)
@@ -50,12 +52,6 @@ def fail(message: str) -> NoReturn:
 
 
 # -- data ---------------------------------------------------------------------------------------------------------
-def _patterns(category: str, splits: tuple[str, ...], item_format: str = "title") -> list[str]:
-    escaped = glob.escape(category)
-    index = [f"index/{escaped}.index.json"] if item_format == "sid" else []
-    return index + [f"info/{escaped}_5_*.txt"] + [f"{glob.escape(split)}/{escaped}_5_*.csv" for split in splits]
-
-
 def _categories_in(root: Path) -> list[str]:
     """Category keys that have a catalog under `root/info` (the file-name part before `_5_`)."""
     names = {p.name.split("_5_")[0] for p in (root / "info").glob("*_5_*.txt")}
@@ -76,10 +72,13 @@ def check_data_dir(
     the ones the user named. `split_arguments` maps a split to the argument that named it (`{"valid": "--train_split"}`),
     so that a missing split is reported with the argument to change and the splits that do exist.
     """
+    from trl_rere.data import get_layout
+
     root = Path(data_dir).expanduser()
-    patterns = _patterns(category, splits, item_format)
+    layout = get_layout(item_format)  # the files, and the folder that marks a dataset's root, are the layout's
+    patterns = layout.patterns(category, splits)
     looked = ", ".join(str(root / p) for p in patterns)
-    marker = "index" if item_format == "sid" else "info"
+    marker = layout.marker
     if not root.is_dir():
         fail(f"--data_dir {data_dir}: no such folder (resolved to {root.resolve()}); looked for {looked}. {DATA_HELP}")
     if not (root / marker).is_dir():
@@ -94,7 +93,7 @@ def check_data_dir(
         known = _categories_in(root)
         have = f" Categories with a catalog in {root / 'info'}: {', '.join(known)}." if known else ""
         fail(f"--data_dir {data_dir}, --category {category}: no file matches {', '.join(missing)}.{have} {DATA_HELP}")
-    if item_format == "title":
+    if get_item_format(item_format).code_pattern is None:  # items written as text: is the catalog text?
         _check_titles_are_not_sids(min(glob.glob(catalog_pattern)))
     return root
 
@@ -235,10 +234,13 @@ def load_tokenizer(name: str, argument: str = "--model_name_or_path", **kwargs):
     return tokenizer
 
 
-def check_sid_vocab(tokenizer, catalog, model_name: str, data_flags: str) -> None:
-    """Stops when the model's tokenizer lacks the catalog's semantic-ID codes, with the command that adds them."""
-    from trl_rere.semantic_ids import SIDTokenError, check_sid_tokens
+def check_item_vocab(tokenizer, catalog, item_format: str, model_name: str, data_flags: str) -> None:
+    """Stops when the item format writes code tokens (semantic IDs) the model's tokenizer lacks, with the command
+    that adds them; nothing to check for items written as text."""
+    from trl_rere.sid_tokens import SIDTokenError, check_sid_tokens
 
+    if get_item_format(item_format).code_pattern is None:
+        return
     try:
         check_sid_tokens(tokenizer, list(catalog.titles))
     except SIDTokenError as error:

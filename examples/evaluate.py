@@ -22,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 
 import torch
-from _common import check_model, check_sid_vocab, default_eval_batch_size, load_data, load_tokenizer
+from _common import check_model, check_item_vocab, default_eval_batch_size, load_data, load_tokenizer
 from accelerate import PartialState
 from transformers import AutoModelForCausalLM, HfArgumentParser
 
@@ -67,9 +67,8 @@ def main(args: EvaluateArguments) -> dict:
     ks = sorted(k for k in args.ks if k <= args.num_beams)
     state = PartialState()
     tokenizer = load_tokenizer(args.model_name_or_path, padding_side="left")
-    if args.item_format == "sid":
-        check_sid_vocab(tokenizer, catalog, args.model_name_or_path,
-                        f"--data_dir {args.data_dir} --category {args.category}")
+    check_item_vocab(tokenizer, catalog, args.item_format, args.model_name_or_path,
+                     f"--data_dir {args.data_dir} --category {args.category}")
     batch_size = args.batch_size or default_eval_batch_size()
     if state.is_main_process:
         dropped = sorted(set(args.ks) - set(ks))

@@ -20,7 +20,7 @@ from pathlib import Path
 from _common import fail, load_data
 from transformers import HfArgumentParser
 
-from trl_rere import add_sid_tokens
+from trl_rere.sid_tokens import add_item_tokens
 from trl_rere.item_format import ITEM_FORMATS
 from trl_rere.testing import tiny_causal_lm, train_tokenizer
 
@@ -53,8 +53,7 @@ def main(args: TinyModelArguments) -> Path:
     catalog, data = load_data(args.data_dir, args.category, (split,), args.item_format, {split: "--split"})
     prompts = list(data[split]["prompt"][: args.max_prompts])
     tokenizer = train_tokenizer(list(catalog.titles) + prompts, kind="bpe", vocab_size=args.vocab_size)
-    if args.item_format == "sid":
-        add_sid_tokens(tokenizer, catalog)  # before the model: from scratch, every code gets its own embedding
+    add_item_tokens(tokenizer, catalog, args.item_format)  # before the model: every code gets its own embedding
     if args.hidden_size % 2:
         fail(f"--hidden_size must be even (2 attention heads), got {args.hidden_size}")
     model = tiny_causal_lm(tokenizer, hidden_size=args.hidden_size, num_layers=args.num_layers, seed=args.seed)

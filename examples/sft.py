@@ -42,7 +42,8 @@ from accelerate import PartialState
 from transformers import AutoModelForCausalLM, EarlyStoppingCallback
 from trl import ModelConfig, SFTTrainer, TrlParser, get_peft_config
 
-from trl_rere import add_sid_tokens
+from trl_rere.item_format import get_item_format
+from trl_rere.sid_tokens import add_item_tokens
 from trl_rere.config import ReReSFTConfig
 from trl_rere.data import sft_dataset
 from trl_rere.item_format import ITEM_FORMATS
@@ -103,7 +104,7 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
     catalog, data = load_data(script_args.data_dir, script_args.category, splits, script_args.item_format,
                               {script_args.train_split: "--train_split", eval_split: "--eval_split"})
     fmt, template = script_args.item_format, script_args.completion_template
-    default_output_dir(training_args, f"sft-{script_args.category}" + ("-sid" if fmt == "sid" else ""))
+    default_output_dir(training_args, f"sft-{script_args.category}" + ("" if fmt == "title" else f"-{fmt}"))
     train = data[script_args.train_split]
     evaluation = data[eval_split] if eval_split else None
     total_train = len(train)
@@ -113,10 +114,10 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
         evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
     tokenizer = load_tokenizer(model_name)
     model = model_name
-    if fmt == "sid":
+    if get_item_format(fmt).code_pattern is not None:
         # every code must be one token before training: load the model here to grow its embeddings
         model = AutoModelForCausalLM.from_pretrained(model_name, **(training_args.model_init_kwargs or {}))
-        added = add_sid_tokens(tokenizer, catalog, model=model)
+        added = add_item_tokens(tokenizer, catalog, fmt, model=model)
         print(f"added {len(added)} semantic-ID code tokens to the tokenizer", flush=True)
     main_process = PartialState().is_main_process
     if main_process:

@@ -45,7 +45,7 @@ from _common import (
     add_config_argument,
     check_data_dir,
     check_model,
-    check_sid_vocab,
+    check_item_vocab,
     default_eval_batch_size,
     default_output_dir,
     fail,
@@ -60,11 +60,11 @@ from transformers import Trainer, TrainerCallback
 from trl import ModelConfig, TrlParser, get_peft_config
 from trl.models import unwrap_model_for_generation
 
-from trl_rere import ReReConfig, ReReTrainer, add_sid_tokens, get_item_format
-from trl_rere.constrained import tokenize_prompts
-from trl_rere.data import synthetic_catalog_dataset
+from trl_rere import ReReConfig, ReReTrainer, get_item_format
+from trl_rere.decoding import tokenize_prompts
+from trl_rere.data import get_layout
 from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking
-from trl_rere.semantic_ids import synthetic_sid_dataset
+from trl_rere.sid_tokens import add_item_tokens
 
 SMOKE_MAX_EVAL_SAMPLES = 100  # ~5 s per ranking on 2 idle CPU cores; the smoke ranks twice (before and after RL)
 SMOKE_EVAL_BEAMS = 10
@@ -77,7 +77,7 @@ SMOKE_DEFAULTS = {
     "gradient_accumulation_steps": 1,
     "learning_rate": 1e-4,
     "logging_steps": 1,
-    "gradient_checkpointing": False,
+    "activation_checkpointing": False,
     "bf16": False,
     "save_strategy": "no",
     "no_signal_steps": 2,  # the smoke's few steps must be able to show the trainer's warning when no group holds the target
@@ -139,8 +139,7 @@ def load_run_data(script_args: ScriptArguments, item_format: str):
     """(catalog, train, test, description). Synthetic data only for a smoke run that names no data at all: a given
     `--data_dir` or `--category` that does not resolve stops the run."""
     if script_args.smoke and script_args.data_dir is None and script_args.category is None:
-        synthetic = synthetic_sid_dataset if item_format == "sid" else synthetic_catalog_dataset
-        catalog, dataset = synthetic(num_items=48, num_users=160, seed=0)
+        catalog, dataset = get_layout(item_format).synthetic(num_items=48, num_users=160, seed=0)
         splits = dataset.train_test_split(test_size=0.2, seed=0)
         train, test = splits["train"], splits["test"]
         source = f"synthetic {item_format} catalog (no --data_dir / --category given)"
@@ -211,8 +210,8 @@ def build_smoke_model(catalog, train, training_args: ReReConfig, sft_steps: int)
     state = PartialState()
     if state.is_main_process:
         tokenizer = train_tokenizer(list(catalog.titles) + list(train["prompt"]), kind="bpe", vocab_size=1024)
-        if training_args.item_format == "sid":
-            add_sid_tokens(tokenizer, catalog)  # before the model: from scratch, every code gets its own embedding
+        # before the model: from scratch, every code (semantic IDs) gets its own embedding
+        add_item_tokens(tokenizer, catalog, training_args.item_format)
         model = tiny_causal_lm(tokenizer, hidden_size=64, num_layers=2, num_heads=2, seed=0)
         if sft_steps > 0:
             item_format = get_item_format(
@@ -309,7 +308,7 @@ def run_name(script_args: ScriptArguments, item_format: str) -> str:
         source = "synthetic" if script_args.data_dir is None and script_args.category is None else (
             script_args.category or "Industrial_and_Scientific")
         return f"toys-smoke-{source}-{item_format}"
-    return f"rere-{script_args.category or 'Toys_and_Games'}" + ("-sid" if item_format == "sid" else "")
+    return f"rere-{script_args.category or 'Toys_and_Games'}" + ("" if item_format == "title" else f"-{item_format}")
 
 
 def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: ModelConfig,
@@ -353,9 +352,8 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
         model_name = build_smoke_model(catalog, train, training_args, script_args.smoke_sft_steps)
 
     tokenizer = load_tokenizer(model_name, padding_side="left")
-    if fmt == "sid":
-        flags = f"--data_dir {script_args.data_dir or 'data'} --category {script_args.category or 'Toys_and_Games'}"
-        check_sid_vocab(tokenizer, catalog, model_name, flags)
+    flags = f"--data_dir {script_args.data_dir or 'data'} --category {script_args.category or 'Toys_and_Games'}"
+    check_item_vocab(tokenizer, catalog, fmt, model_name, flags)
     eval_before = script_args.eval_before_train if script_args.eval_before_train is not None else smoke
     before = RankBeforeTraining(tokenizer, test, script_args) if eval_before else None
     trainer = ReReTrainer(

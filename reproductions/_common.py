@@ -30,7 +30,8 @@ import torch  # noqa: E402
 
 from benchmarks._cpu import install_cpu_shims  # noqa: E402, F401  (the reproductions' CPU shims, re-exported)
 from benchmarks._results import hardware  # noqa: E402
-from trl_rere.evaluation import DEFAULT_KS, evaluate_ranking, ranking_metrics  # noqa: E402
+from trl_rere.evaluation import evaluate_ranking  # noqa: E402
+from trl_rere.metrics import DEFAULT_KS, ranking_metrics  # noqa: E402
 from trl_rere.item_format import get_item_format  # noqa: E402
 from trl_rere.testing import tiny_causal_lm  # noqa: E402
 

@@ -10,7 +10,6 @@ from transformers.cache_utils import DynamicCache, DynamicLayer, DynamicSlidingW
 from trl_rere.decoding import SharedPromptLayer, beam_search_cache
 from trl_rere.catalog import ItemCatalog
 from trl_rere.decoding import generate_beams, left_pad, tokenize_prompts
-from trl_rere.decoding.hf_generate import _prefill_prompts
 from trl_rere.trie import ItemTrie
 
 

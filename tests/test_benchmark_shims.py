@@ -8,7 +8,6 @@ numbers with the shims on.
 """
 
 import importlib
-import sys
 from pathlib import Path
 
 import pytest

@@ -16,7 +16,6 @@ import random
 
 import pytest
 import torch
-from rere_test_utils import TOYS_INFO
 
 from trl_rere.catalog import ItemCatalog
 from trl_rere.decoding import constrained_beam_search

@@ -20,7 +20,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
 
 from trl_rere import (  # noqa: E402
     DataError,
-    ItemCatalog,
     ItemTrie,
     ReReConfig,
     ReReTrainer,

@@ -274,7 +274,7 @@ def test_warns_when_rl_gets_no_signal(tiny, tmp_path, caplog):
 def test_sid_catalog_without_its_code_tokens_is_refused(tmp_path):
     """With item_format="sid" every code must be one token; a tokenizer without them fails at construction."""
     from trl_rere import SIDTokenError, add_sid_tokens
-    from trl_rere.semantic_ids import synthetic_sid_dataset
+    from trl_rere.data import synthetic_sid_dataset
 
     catalog, dataset = synthetic_sid_dataset(num_items=16, num_users=8)
     tokenizer = train_tokenizer(list(dataset["prompt"]), vocab_size=400)
