@@ -190,9 +190,11 @@ def test_sid_data_with_a_title_model_suggests_the_cli_fix(tmp_path, capsys):
     data = write_minionerec_folder(tmp_path / "data")
     catalog, _ = load_amazon(data, "Industrial_and_Scientific", ("valid",), item_format="sid")
     tokenizer = train_tokenizer(["The user has interacted with items"], vocab_size=300)
-    err = _stops(capsys, _common.check_sid_vocab, tokenizer, catalog, "runs/title-model", f"--data_dir {data}")
+    err = _stops(capsys, _common.check_item_vocab, tokenizer, catalog, "sid", "runs/title-model", f"--data_dir {data}")
     assert "python examples/sft.py --item_format sid --model_name_or_path runs/title-model" in err
     assert "add_sid_tokens" not in err
+    # items written as text need no code tokens: nothing to check
+    assert _common.check_item_vocab(tokenizer, catalog, "title", "runs/title-model", "") is None
 
 
 def test_smoke_variants_write_to_their_own_folders():

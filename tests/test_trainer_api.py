@@ -286,3 +286,14 @@ def test_sid_catalog_without_its_code_tokens_is_refused(tmp_path):
     path = save_model(tokenizer, tmp_path / "with-codes")
     trainer = ReReTrainer(model=path, args=args, train_dataset=dataset, catalog=catalog, processing_class=tokenizer)
     assert trainer.trie.max_length == 5  # three codes, the newline, EOS
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the check is for machines without CUDA")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_accelerate_mixed_precision_on_a_cpu_names_the_fix(monkeypatch, precision):
+    # what `accelerate launch --config_file examples/accelerate_configs/deepspeed_zero2.yaml` sets on a CPU machine
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", precision)
+    with pytest.raises(ValueError, match=f"asks for {precision} mixed precision.*--mixed_precision no"):
+        ReReConfig(output_dir="x", report_to=[])
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "no")
+    assert ReReConfig(output_dir="x", report_to=[]).bf16 is False

@@ -292,11 +292,21 @@ def apply_device_defaults(args) -> None:
     - A multi-process launch without CUDA needs gloo (or accelerate and DeepSpeed disagree on the world size) and
       `use_cpu` (or the Trainer sees the process group but runs as one process, and the ranks fall out of step).
       `accelerate launch --cpu` is no substitute: it starts a single process whatever `--num_processes` says.
-    - Without CUDA, pinned memory does nothing but warn.
+    - Without CUDA, pinned memory does nothing but warn, and an accelerate launch that asks for bf16 or fp16 (the
+      shipped DeepSpeed configs do) is an error naming `--mixed_precision no`.
     - `gradient_checkpointing` is transformers' deprecated name of `activation_checkpointing` (TRL still sets it, and
       the recipes may use it); moving the value over keeps transformers' FutureWarning out of every run.
     """
     cuda = torch.cuda.is_available()
+    precision = os.environ.get("ACCELERATE_MIXED_PRECISION", "no")
+    if not cuda and precision in ("bf16", "fp16"):
+        # otherwise transformers stops on rank 0 only, deep in DeepSpeed's set-up ("ds bf16.enabled=True vs hf
+        # bf16=False"), while the other ranks wait
+        raise ValueError(
+            f"accelerate launch asks for {precision} mixed precision (its config file's mixed_precision, or "
+            f"--mixed_precision), and this machine has no CUDA GPU: on a CPU, launch with `accelerate launch "
+            f"--mixed_precision no ...`"
+        )
     if getattr(args, "bf16", None) is None and not getattr(args, "fp16", False):
         args.bf16 = bool(cuda and torch.cuda.is_bf16_supported())
     if not cuda:

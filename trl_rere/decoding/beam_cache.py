@@ -6,9 +6,8 @@ prompt (tens of tokens) is much longer than a title's completion, and all beams 
 states, so most of that copying moves identical data. `beam_search_cache` turns a prefilled cache into one whose
 layers are written in place into preallocated buffers and reorder only the positions generated after the prompt:
 on 2 CPU cores a 50-beam evaluation of 10 prompts per call runs about 1.6x faster, with the same rankings
-(benchmarks/RESULTS.md, `beam_cache`). It holds two copies of the cache for the search, and on an H100 the time
-barely moves (0.93x to 1.22x, `beam_cache_cuda*`: a call took as long for 1,000 rows as for 500, so a step's time
-there is fixed per-step overhead, not data movement), which is why it is not the default.
+(benchmarks/beam_cache.md). It holds two copies of the cache for the search, and its gain is a CPU effect (a GPU
+spends a decoding step on fixed per-step overhead, not on data movement), which is why it is not the default.
 """
 
 from __future__ import annotations

@@ -74,7 +74,7 @@ def generate_beams(
     copy of the log-probs for every step of the search. Each prompt is encoded once and its KV cache repeated for
     its beams (`_prefill_prompts`). `shared_prompt_cache=True` also swaps in `beam_search_cache`'s layers, which
     reorder only the generated positions; they hold two copies of the cache, and the time they save is a CPU effect
-    (benchmarks/RESULTS.md, `beam_cache*`), hence opt-in."""
+    (benchmarks/beam_cache.md), hence opt-in."""
     n = num_return_sequences or num_beams
     if n > num_beams:
         raise ValueError(f"num_return_sequences ({n}) cannot exceed num_beams ({num_beams})")
