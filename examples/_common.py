@@ -133,13 +133,19 @@ def load_data(
     splits: tuple[str, ...],
     item_format: str = "title",
     split_arguments: dict[str, str] | None = None,
+    category_name: str | None = None,
 ):
     """`trl_rere.load_amazon` after `check_data_dir`; a file that exists but cannot be read stops the run too."""
-    from trl_rere.data import load_amazon
+    from trl_rere.data import CATEGORY_NAMES, load_amazon
 
     root = check_data_dir(data_dir, category, splits, item_format, split_arguments)
+    if category_name is None and category not in CATEGORY_NAMES and get_item_format(item_format).code_pattern is None:
+        guess = category.replace("_", " ").lower()
+        fail(f"--category {category}: the title prompts do not know what to call its items (known categories: "
+             f"{', '.join(CATEGORY_NAMES)}); pass --category_name, e.g. --category_name '{guess} item': the prompt "
+             f"reads 'The user has palyed the following {{category_name}}s before: ...'")
     try:
-        return load_amazon(root, category, splits=splits, item_format=item_format)
+        return load_amazon(root, category, splits=splits, item_format=item_format, category_name=category_name)
     except (OSError, ValueError) as error:  # DataError, CatalogError and UnicodeDecodeError are ValueErrors
         fail(f"cannot load {category} from {root}: {error}")
 

@@ -36,6 +36,10 @@ class EvaluateArguments:
     model_name_or_path: str = field(metadata={"help": "A saved model folder (or hub id)."})
     data_dir: str = field(default="data", metadata={"help": "Folder that holds info/ and the split folders."})
     category: str = field(default="Toys_and_Games", metadata={"help": "Amazon category key."})
+    category_name: str | None = field(
+        default=None,
+        metadata={"help": "What the title prompt calls the items ('The user has palyed the following {category_name}s before: ...'); needed for a category other than the Amazon ones the prompts know, e.g. 'book' for --category Books."},
+    )
     split: str = field(default="test", metadata={"help": "Split to rank."})
     num_beams: int = field(default=50, metadata={"help": "Beams per user (the paper: 50)."})
     batch_size: int | None = field(
@@ -59,7 +63,8 @@ class EvaluateArguments:
 
 def main(args: EvaluateArguments) -> dict:
     check_model(args.model_name_or_path)
-    catalog, data = load_data(args.data_dir, args.category, (args.split,), args.item_format, {args.split: "--split"})
+    catalog, data = load_data(args.data_dir, args.category, (args.split,), args.item_format, {args.split: "--split"},
+                              args.category_name)
     dataset = data[args.split]
     total = len(dataset)
     if args.max_samples:

@@ -29,6 +29,10 @@ from trl_rere.testing import tiny_causal_lm, train_tokenizer
 class TinyModelArguments:
     data_dir: str = field(metadata={"help": "Folder that holds info/ and the split folders."})
     category: str = field(default="Toys_and_Games", metadata={"help": "Amazon category key."})
+    category_name: str | None = field(
+        default=None,
+        metadata={"help": "What the title prompt calls the items ('The user has palyed the following {category_name}s before: ...'); needed for a category other than the Amazon ones the prompts know, e.g. 'book' for --category Books."},
+    )
     output_dir: str = field(default="runs/tiny-model", metadata={"help": "Where to save the model and tokenizer."})
     split: str | None = field(
         default=None, metadata={"help": "Split whose prompts the tokenizer learns from (default: the first of "
@@ -50,7 +54,8 @@ def main(args: TinyModelArguments) -> Path:
         pattern = f"{glob.escape(args.category)}_5_*.csv"
         split = next((s for s in ("train", "valid", "test") if glob.glob(str(Path(args.data_dir, s, pattern)))),
                      "train")  # none: load_data names the files it looked for
-    catalog, data = load_data(args.data_dir, args.category, (split,), args.item_format, {split: "--split"})
+    catalog, data = load_data(args.data_dir, args.category, (split,), args.item_format, {split: "--split"},
+                              args.category_name)
     prompts = list(data[split]["prompt"][: args.max_prompts])
     tokenizer = train_tokenizer(list(catalog.titles) + prompts, kind="bpe", vocab_size=args.vocab_size)
     add_item_tokens(tokenizer, catalog, args.item_format)  # before the model: every code gets its own embedding

@@ -53,6 +53,10 @@ from trl_rere.item_format import ITEM_FORMATS
 class ScriptArguments:
     data_dir: str = field(default="data", metadata={"help": "Folder that holds info/ and the split folders."})
     category: str = field(default="Toys_and_Games", metadata={"help": "Amazon category key."})
+    category_name: str | None = field(
+        default=None,
+        metadata={"help": "What the title prompt calls the items ('The user has palyed the following {category_name}s before: ...'); needed for a category other than the Amazon ones the prompts know, e.g. 'book' for --category Books."},
+    )
     train_split: str = field(
         default="train", metadata={"help": "Split to fine-tune on (valid where the data has only valid/ and test/)."}
     )
@@ -102,7 +106,8 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
              "--load_best_model_at_end true")
     check_model(model_name)  # seconds; the data and the model load come after
     catalog, data = load_data(script_args.data_dir, script_args.category, splits, script_args.item_format,
-                              {script_args.train_split: "--train_split", eval_split: "--eval_split"})
+                              {script_args.train_split: "--train_split", eval_split: "--eval_split"},
+                              script_args.category_name)
     fmt, template = script_args.item_format, script_args.completion_template
     default_output_dir(training_args, f"sft-{script_args.category}" + ("" if fmt == "title" else f"-{fmt}"))
     train = data[script_args.train_split]

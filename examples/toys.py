@@ -101,6 +101,10 @@ class ScriptArguments:
         metadata={"help": "Amazon category key, e.g. Toys_and_Games (default) or Industrial_and_Scientific "
                   "(the default of a smoke run on real data)."},
     )
+    category_name: str | None = field(
+        default=None,
+        metadata={"help": "What the title prompt calls the items ('The user has palyed the following {category_name}s before: ...'); needed for a category other than the Amazon ones the prompts know, e.g. 'book' for --category Books."},
+    )
     train_split: str | None = field(
         default=None, metadata={"help": "Training split (default train; valid with --smoke)."}
     )
@@ -148,7 +152,8 @@ def load_run_data(script_args: ScriptArguments, item_format: str):
         category = script_args.category or ("Industrial_and_Scientific" if script_args.smoke else "Toys_and_Games")
         train_split = script_args.train_split or ("valid" if script_args.smoke else "train")
         catalog, splits = load_data(data_dir, category, (train_split, script_args.eval_split), item_format,
-                                    {train_split: "--train_split", script_args.eval_split: "--eval_split"})
+                                    {train_split: "--train_split", script_args.eval_split: "--eval_split"},
+                                    script_args.category_name)
         train, test = splits[train_split], splits[script_args.eval_split]
         source = f"{category} from {data_dir} (train: {train_split}, eval: {script_args.eval_split})"
     total_train, total_test = len(train), len(test)
