@@ -248,9 +248,11 @@ def test_descriptions_are_read_as_text(tmp_path):
         "3": {"title": "D", "description": "Plain text [with brackets]"},
         "4": {"title": "E", "description": "[not a literal"},
         "5": {"title": "F"},
+        "6": {"title": "G", "description": "['A 3' rule', 'Second.']"},  # unescaped: not a literal, still a list
     })
     texts = read_item_texts(path)
-    assert texts.descriptions == {0: "First words.", 3: "Plain text [with brackets]", 4: "[not a literal"}
+    assert texts.descriptions == {0: "First words.", 3: "Plain text [with brackets]", 4: "[not a literal",
+                                  6: "A 3' rule"}
     assert texts.category == CATEGORY
 
 

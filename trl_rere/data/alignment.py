@@ -42,6 +42,7 @@ from __future__ import annotations
 import ast
 import os
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,8 @@ SID_HISTORY2TITLE_QUESTION = (
     "The user has sequentially interacted with items {history}. Can you recommend the next item for him? Tell me the "
     "title of the item"
 )
+
+LIST_SEPARATOR = re.compile(r"""['"],\s*['"]""")
 
 # A task answered with a title: MiniOneRec writes the bare title and a newline (D3's title task keeps its quotes).
 TITLE_COMPLETION_TEMPLATE = "{title}\n"
@@ -123,7 +126,10 @@ def _first_description(value: object) -> str | None:
         try:
             value = ast.literal_eval(value)  # data only: literal_eval cannot call anything
         except (ValueError, SyntaxError, MemoryError, RecursionError):
-            pass  # a description that merely looks like a list is text
+            # The published files hold a few lists with an unescaped quote inside (16 of Industrial's 3,686): split
+            # at the element separators instead of handing the model the brackets and quotes.
+            if value[1:2] in ("'", '"') and value[-2:-1] in ("'", '"'):
+                value = LIST_SEPARATOR.split(value[2:-2])
     if isinstance(value, (list, tuple)):
         value = next((v for v in value if isinstance(v, str) and v.strip()), None)
     if not isinstance(value, str) or not value.strip():
