@@ -21,6 +21,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from trl import ModelConfig, SFTConfig, SFTTrainer, TrlParser, get_peft_config
 
 from _common import apply_cpu_defaults, check_model, default_output_dir, leave_output_dir_unset, load_data
+from _common import mix_alignment_tasks
 from trl_rere import add_sid_tokens
 from trl_rere.data import sft_dataset
 from trl_rere.item_format import ITEM_FORMATS
@@ -39,6 +40,11 @@ class ScriptArguments:
     )
     completion_template: str | None = field(
         default=None, metadata={"help": "Overrides the item format's completion text; EOS is appended."}
+    )
+    align_tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "MiniOneRec's alignment tasks mixed into the training split (with --item_format sid): "
+                  "title2sid, description2sid, title_history2sid, sid2title, sid_history2title, title_history2title."},
     )
 
 
@@ -59,6 +65,9 @@ def main(script_args: ScriptArguments, training_args: SFTConfig, model_args: Mod
     default_output_dir(training_args, f"sft-{script_args.category}")
     fmt, template = script_args.item_format, script_args.completion_template
     train = sft_dataset(data[script_args.train_split], template, item_format=fmt)
+    if script_args.align_tasks:
+        train = mix_alignment_tasks("sft", data[script_args.train_split], script_args.align_tasks, catalog,
+                                    script_args.data_dir, script_args.category, fmt, training_args.seed, template)
     evaluation = sft_dataset(data[splits[1]], template, item_format=fmt) if len(splits) > 1 else None
     model, tokenizer = model_name, None
     if fmt == "sid":

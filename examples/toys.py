@@ -48,6 +48,7 @@ from _common import (
     fail,
     leave_output_dir_unset,
     load_data,
+    mix_alignment_tasks,
 )
 from trl_rere import ReReConfig, ReReTrainer, add_sid_tokens, get_item_format
 from trl_rere.constrained import tokenize_prompts
@@ -91,6 +92,11 @@ class ScriptArguments:
                   "(default: on with --smoke; it doubles the evaluation time)."},
     )
     predictions_file: str | None = field(default=None, metadata={"help": "Write ranked predictions per user (JSONL)."})
+    align_tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "MiniOneRec's RL alignment tasks mixed into the training rows (with --item_format sid and "
+                  "--data_dir): title2sid, description2sid, title_history2sid."},
+    )
     smoke: bool = field(default=False, metadata={"help": "Tiny local model, few steps: checks the whole pipeline."})
     smoke_sft_steps: int = field(
         default=300,
@@ -313,6 +319,10 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
         script_args.max_eval_samples = None
     default_output_dir(training_args, "toys-smoke" if smoke else f"rere-{script_args.category or 'Toys_and_Games'}")
     catalog, train, test, description = load_run_data(script_args, training_args.item_format)
+    if script_args.align_tasks:
+        category = script_args.category or ("Industrial_and_Scientific" if smoke else "Toys_and_Games")
+        train = mix_alignment_tasks("rl", train, script_args.align_tasks, catalog, script_args.data_dir, category,
+                                    training_args.item_format, training_args.seed)
     state = PartialState()
     if state.is_main_process:
         print(description, flush=True)

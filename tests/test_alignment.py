@@ -305,3 +305,46 @@ def test_sft_on_mixed_tasks_trains_a_step(tiny, tmp_path):
     start = len(tokenizer(train[0]["prompt"])["input_ids"])
     assert row["labels"][:start] == [-100] * start and -100 not in row["labels"][start:]
     assert trainer.train().global_step == 1
+
+
+# -- the example scripts' --align_tasks ---------------------------------------------------------------------------
+def run_example(script, *args, timeout=300):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, PYTHONPATH=str(repo) + os.pathsep + os.environ.get("PYTHONPATH", ""), HF_HUB_OFFLINE="1",
+               TRANSFORMERS_OFFLINE="1", TOKENIZERS_PARALLELISM="false", TRL_EXPERIMENTAL_SILENCE="1",
+               CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, str(repo / "examples" / script), *map(str, args)], cwd=repo, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_sft_example_mixes_the_tasks(tiny, tmp_path):
+    data_dir, catalog, splits, texts = tiny
+    from trl_rere.testing import tiny_causal_lm, train_tokenizer
+
+    tokenizer = train_tokenizer(list(texts.titles.values()) + ["### User Input: Which item has the title"],
+                                vocab_size=300)
+    tiny_causal_lm(tokenizer, hidden_size=16).save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    common = ["--model_name_or_path", tmp_path / "model", "--item_format", "sid", "--data_dir", data_dir,
+              "--category", CATEGORY, "--train_split", "valid", "--eval_split", "none", "--max_steps", "1",
+              "--per_device_train_batch_size", "2", "--save_strategy", "no", "--output_dir", tmp_path / "sft"]
+    proc = run_example("sft.py", *common, "--align_tasks", "sid2title", "title2sid")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    added = 2 * catalog.num_items  # the tiny items' titles and SIDs are distinct: one row per item and task
+    assert f"alignment tasks sid2title, title2sid: {added:,} rows next to the {len(splits['valid']):,}" in proc.stdout
+    proc = run_example("sft.py", *common, "--align_tasks", "sid2sid")
+    assert proc.returncode == 2 and "error: --align_tasks sid2sid: unknown alignment task 'sid2sid'" in proc.stderr
+
+
+def test_toys_example_refuses_tasks_it_cannot_build(tmp_path):
+    """A title task in RL, or alignment tasks without semantic IDs or item texts, stop the run before any model."""
+    proc = run_example("toys.py", "--smoke", "--item_format", "sid", "--align_tasks", "title2sid",
+                       "--output_dir", tmp_path / "a", timeout=120)
+    assert proc.returncode == 2 and "--align_tasks title2sid: the tasks read the item texts" in proc.stderr
+    proc = run_example("toys.py", "--smoke", "--align_tasks", "title2sid", "--output_dir", tmp_path / "b",
+                       timeout=120)
+    assert proc.returncode == 2 and "they need --item_format sid" in proc.stderr
