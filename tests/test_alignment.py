@@ -202,6 +202,53 @@ def test_bad_task_arguments_are_clear_errors(tiny):
         alignment_prompts("title_history2sid", catalog, texts)
 
 
+# -- prompt length ------------------------------------------------------------------------------------------------
+def test_max_prompt_length_shortens_the_prompts(tiny):
+    from trl_rere.data import prompt_token_counts
+    from trl_rere.testing import train_tokenizer
+
+    _, catalog, splits, texts = tiny
+    valid = splits["valid"]
+    tokenizer = train_tokenizer(list(texts.titles.values()) + list(texts.descriptions.values()), vocab_size=300)
+    last_only = valid.map(lambda r: {"history_titles": r["history_titles"][-1:],
+                                     "history_item_ids": r["history_item_ids"][-1:]})
+    limits = {}
+    for name in ("title_history2sid", "title_history2title", "description2sid"):
+        full = alignment_sft_dataset(name, catalog, texts, valid)
+        counts = prompt_token_counts(tokenizer, full["prompt"])
+        shortest = alignment_sft_dataset(name, catalog, texts, last_only)["prompt"] if name != "description2sid" else []
+        limit = max([sorted(counts)[len(counts) // 2]] + prompt_token_counts(tokenizer, shortest))
+        if name == "description2sid":  # the tiny descriptions are all alike: cut the longest ones by a token
+            limit = max(counts) - 1
+        limits[name] = limit
+        assert sum(n > limit for n in counts) >= 3, name  # the limit shortens several prompts
+        fitted = alignment_sft_dataset(name, catalog, texts, valid, tokenizer=tokenizer, max_prompt_length=limit)
+        assert len(fitted) == len(full) and fitted["completion"] == full["completion"], name
+        new_counts = prompt_token_counts(tokenizer, fitted["prompt"])
+        assert max(new_counts) <= limit, name
+        for before, after, n, old in zip(full["prompt"], fitted["prompt"], new_counts, counts):
+            if old <= limit:
+                assert after == before, name  # a prompt that fits is left as it is
+            else:
+                assert after != before and after.endswith(SUFFIX), name
+    rl = alignment_prompts("title_history2sid", catalog, texts, valid, tokenizer=tokenizer,
+                           max_prompt_length=limits["title_history2sid"])
+    assert any(len(r["history_item_ids"]) < len(v["history_item_ids"]) for r, v in zip(rl, valid))
+    for row in rl:  # the history columns keep the items the prompt still shows: the most recent ones
+        assert question(row["prompt"]).count('"Item ') == len(row["history_item_ids"]) >= 1
+    description = alignment_prompts("description2sid", catalog, texts, tokenizer=tokenizer,
+                                    max_prompt_length=limits["description2sid"])
+    assert any(question(p).endswith('...". Which item is it describing?') for p in description["prompt"])
+    with pytest.raises(DataError, match=r"task 'title2sid', item id \d+: the prompt has \d+ tokens, more than "
+                                        r"max_prompt_length=5"):
+        alignment_prompts("title2sid", catalog, texts, tokenizer=tokenizer, max_prompt_length=5)
+    with pytest.raises(DataError, match="task 'title_history2sid', next-item row of user_id .* even with only the "
+                                        "most recent history item"):
+        alignment_prompts("title_history2sid", catalog, texts, valid, tokenizer=tokenizer, max_prompt_length=5)
+    with pytest.raises(ValueError, match="max_prompt_length=10 needs tokenizer="):
+        mix_rl_tasks(valid, ["title2sid"], catalog, texts, max_prompt_length=10)
+
+
 # -- bad item texts -----------------------------------------------------------------------------------------------
 def write_texts(tmp_path, content):
     path = tmp_path / "index" / f"{CATEGORY}.item.json"

@@ -51,7 +51,14 @@ from datasets import Dataset, concatenate_datasets
 
 from ..catalog import ItemCatalog
 from ..item_format import ItemFormat, get_item_format
-from .prompts import DEFAULT_INSTRUCTIONS, build_prompt, instruction_index
+from .prompts import (
+    DEFAULT_INSTRUCTIONS,
+    build_prompt,
+    check_length_limit,
+    fit_prompt_length,
+    instruction_index,
+    prompt_token_counts,
+)
 from .readers import SPLIT_FEATURES, DataError, read_json
 from .sft import sft_dataset
 
@@ -218,8 +225,9 @@ class AlignmentTask:
         rl_rows (`int` or `None`):
             How many rows MiniOneRec's RL samples (`None`: all); SFT takes all.
         build (`Callable`):
-            `build(catalog, texts, next_item, seed) -> records`: the rows in the split loaders' columns, `target`
-            the answer (an SID, or a title).
+            `build(catalog, texts, next_item, seed) -> (records, rebuild)`: the rows in the split loaders' columns,
+            `target` the answer (an SID, or a title); for a history task, `rebuild(row, kept_sids)` writes a row's
+            prompt with its most recent items only (`fit_prompt_length`), `None` otherwise.
     """
 
     name: str
@@ -241,7 +249,7 @@ def _records() -> dict[str, list]:
 def _add(records, seen, prompt, target, item_id, history_titles=(), history_ids=(), user_id=""):
     key = (prompt, target, user_id)
     if key in seen:  # an item task asks about each distinct (question, answer) once
-        return
+        return False
     seen.add(key)
     records["prompt"].append(prompt)
     records["target"].append(target)
@@ -249,6 +257,7 @@ def _add(records, seen, prompt, target, item_id, history_titles=(), history_ids=
     records["history_titles"].append(list(history_titles))
     records["history_item_ids"].append(list(history_ids))
     records["user_id"].append(user_id)
+    return True
 
 
 def _sid(catalog: ItemCatalog, item_id: int, what: str) -> str:
@@ -264,16 +273,19 @@ def _title2sid(catalog, texts, next_item, seed):
     for item in sorted(catalog.item_id_to_title):
         _add(records, seen, _frame(TITLE2SID_QUESTION.replace("{title}", texts.title(item))), catalog.title_of(item),
              item)
-    return records
+    return records, None
 
 
 def _description2sid(catalog, texts, next_item, seed):
     records, seen = _records(), set()
     for item in sorted(catalog.item_id_to_title):
         if item in texts.descriptions:  # an item without a description has no question to ask
-            question = DESCRIPTION2SID_QUESTION.replace("{description}", texts.descriptions[item])
-            _add(records, seen, _frame(question), catalog.title_of(item), item)
-    return records
+            _add(records, seen, _description_prompt(texts.descriptions[item]), catalog.title_of(item), item)
+    return records, None
+
+
+def _description_prompt(description: str) -> str:
+    return _frame(DESCRIPTION2SID_QUESTION.replace("{description}", description))
 
 
 def _sid2title(catalog, texts, next_item, seed):
@@ -281,7 +293,7 @@ def _sid2title(catalog, texts, next_item, seed):
     for item in sorted(catalog.item_id_to_title):
         sid = catalog.title_of(item)
         _add(records, seen, _frame(SID2TITLE_QUESTION.replace("{sid}", sid)), texts.title(item), item)
-    return records
+    return records, None
 
 
 # History tasks: one row per next-item row, its user and history kept (history_titles stays the history's SIDs, the
@@ -301,34 +313,42 @@ def _quoted_titles(texts: ItemTexts, ids: Sequence[int]) -> str:
     return ", ".join(f'"{texts.title(i)}"' for i in ids)
 
 
-def _title_history2sid(catalog, texts, next_item, seed):
-    records, seen = _records(), set()
-    for row, (sid, item, sids, ids, user) in enumerate(_history_rows(next_item, "title_history2sid")):
-        if sid != _sid(catalog, item, f"next_item row {row}"):
-            raise DataError(f"next_item row {row}: target {sid!r} is not the catalog's SID of item id {item}")
-        question = TITLE_HISTORY2SID_QUESTION.replace("{history}", _quoted_titles(texts, ids))
-        _add(records, seen, _frame(question), sid, item, sids, ids, user)
-    return records
+def _title_history2sid_prompt(texts, sids, ids, row, seed):
+    return _frame(TITLE_HISTORY2SID_QUESTION.replace("{history}", _quoted_titles(texts, ids)))
 
 
-def _sid_history2title(catalog, texts, next_item, seed):
-    records, seen = _records(), set()
-    for sid, item, sids, ids, user in _history_rows(next_item, "sid_history2title"):
-        question = SID_HISTORY2TITLE_QUESTION.replace("{history}", ", ".join(sids))
-        _add(records, seen, _frame(question), texts.title(item), item, sids, ids, user)
-    return records
+def _sid_history2title_prompt(texts, sids, ids, row, seed):
+    return _frame(SID_HISTORY2TITLE_QUESTION.replace("{history}", ", ".join(sids)))
 
 
-def _title_history2title(catalog, texts, next_item, seed):
+def _title_history2title_prompt(texts, sids, ids, row, seed):
     if texts.category is None:
         raise ValueError("task 'title_history2title' words D3's prompt with the category: give ItemTexts a category")
-    records, seen = _records(), set()
-    for row, (sid, item, sids, ids, user) in enumerate(_history_rows(next_item, "title_history2title")):
-        # MiniOneRec's SFTData draws one of D3's instructions per row; a stable hash of (seed, row) does the same
-        instruction = DEFAULT_INSTRUCTIONS[instruction_index(seed, row)]
-        prompt = build_prompt([texts.title(i) for i in ids], texts.category, instruction, max_history=len(ids))
-        _add(records, seen, prompt, texts.title(item), item, sids, ids, user)
-    return records
+    # MiniOneRec's SFTData draws one of D3's instructions per row; a stable hash of (seed, row) does the same
+    instruction = DEFAULT_INSTRUCTIONS[instruction_index(seed, row)]
+    return build_prompt([texts.title(i) for i in ids], texts.category, instruction, max_history=len(ids))
+
+
+def _history_task(name: str, prompt: Callable, answer: str):
+    """The builder of a history task: one row per next-item row, `prompt(texts, sids, ids, row, seed)` its prompt;
+    the rebuild it returns writes row `i`'s prompt with the most recent items kept (for `fit_prompt_length`)."""
+
+    def build(catalog, texts, next_item, seed):
+        records, seen, origin = _records(), set(), []
+        for row, (sid, item, sids, ids, user) in enumerate(_history_rows(next_item, name)):
+            if answer == "item" and sid != _sid(catalog, item, f"next_item row {row}"):
+                raise DataError(f"next_item row {row}: target {sid!r} is not the catalog's SID of item id {item}")
+            target = sid if answer == "item" else texts.title(item)
+            if _add(records, seen, prompt(texts, sids, ids, row, seed), target, item, sids, ids, user):
+                origin.append(row)
+
+        def rebuild(i, kept_sids):
+            k = len(kept_sids)
+            return prompt(texts, kept_sids, records["history_item_ids"][i][-k:], origin[i], seed)
+
+        return records, rebuild
+
+    return build
 
 
 ALIGNMENT_TASKS: dict[str, AlignmentTask] = {
@@ -337,10 +357,12 @@ ALIGNMENT_TASKS: dict[str, AlignmentTask] = {
         AlignmentTask("title2sid", "SidItemFeatDataset / RLTitle2SidDataset", "item", False, None, _title2sid),
         AlignmentTask("description2sid", "RLTitle2SidDataset", "item", False, None, _description2sid),
         AlignmentTask("title_history2sid", "RLSeqTitle2SidDataset", "item", True, MINIONEREC_RL_TITLE_HISTORY_ROWS,
-                      _title_history2sid),
+                      _history_task("title_history2sid", _title_history2sid_prompt, "item")),
         AlignmentTask("sid2title", "SidItemFeatDataset", "title", False, None, _sid2title),
-        AlignmentTask("sid_history2title", "FusionSeqRecDataset", "title", True, None, _sid_history2title),
-        AlignmentTask("title_history2title", "SFTData", "title", True, None, _title_history2title),
+        AlignmentTask("sid_history2title", "FusionSeqRecDataset", "title", True, None,
+                      _history_task("sid_history2title", _sid_history2title_prompt, "title")),
+        AlignmentTask("title_history2title", "SFTData", "title", True, None,
+                      _history_task("title_history2title", _title_history2title_prompt, "title")),
     )
 }
 RL_ALIGNMENT_TASKS = tuple(name for name, task in ALIGNMENT_TASKS.items() if task.answer == "item")
@@ -361,11 +383,56 @@ def _check_rows(num_rows: int | None, task: str) -> None:
         raise ValueError(f"num_rows for task {task!r} must be a positive integer or None (all), got {num_rows!r}")
 
 
-def _build(task: AlignmentTask, catalog, texts, next_item, seed, num_rows) -> Dataset:
+def _fit_descriptions(records: dict[str, list], texts: ItemTexts, tokenizer, max_prompt_length: int) -> None:
+    """Cuts the description of every description2sid prompt over `max_prompt_length` tokens to its longest fitting
+    first words (marked with "..."), by a binary search over the number of words run for all rows in step."""
+    counts = prompt_token_counts(tokenizer, records["prompt"])
+    words = {i: texts.descriptions[records["target_item_id"][i]].split()
+             for i, n in enumerate(counts) if n > max_prompt_length}
+    bounds = {i: [0, len(w)] for i, w in words.items()}  # [fits, does not fit] bounds on the words kept
+    kept: dict[int, str] = {}
+    while active := [i for i, (lo, hi) in bounds.items() if hi - lo > 1]:
+        mids = [(bounds[i][0] + bounds[i][1]) // 2 for i in active]
+        prompts = [_description_prompt(" ".join(words[i][:k]) + " ...") for i, k in zip(active, mids)]
+        for i, k, prompt, n in zip(active, mids, prompts, prompt_token_counts(tokenizer, prompts)):
+            if n <= max_prompt_length:
+                bounds[i][0], kept[i] = k, prompt
+            else:
+                bounds[i][1] = k
+    for i, (k, _) in sorted(bounds.items()):
+        if k == 0:
+            raise DataError(f"task 'description2sid', item id {records['target_item_id'][i]}: the prompt is over "
+                            f"max_prompt_length={max_prompt_length} tokens even with one word of the description; "
+                            f"raise max_prompt_length")
+        records["prompt"][i] = kept[i]
+
+
+def _fit(task: AlignmentTask, records, rebuild, texts, tokenizer, max_prompt_length: int) -> None:
+    if rebuild is not None:  # a history task: drop the oldest items, as the split loaders do
+        failures = fit_prompt_length(records, rebuild, tokenizer, max_prompt_length)
+        if failures:
+            k = min(failures)
+            raise DataError(f"task {task.name!r}, next-item row of user_id {records['user_id'][k]!r}: {failures[k]}")
+    elif task.name == "description2sid":
+        _fit_descriptions(records, texts, tokenizer, max_prompt_length)
+    else:
+        counts = prompt_token_counts(tokenizer, records["prompt"])
+        over = [i for i, n in enumerate(counts) if n > max_prompt_length]
+        if over:
+            i = over[0]
+            raise DataError(f"task {task.name!r}, item id {records['target_item_id'][i]}: the prompt has {counts[i]} "
+                            f"tokens, more than max_prompt_length={max_prompt_length} ({len(over)} such prompts); "
+                            f"raise max_prompt_length")
+
+
+def _build(task: AlignmentTask, catalog, texts, next_item, seed, num_rows, tokenizer=None, max_prompt_length=None):
     _check_rows(num_rows, task.name)
-    records = task.build(catalog, texts, next_item, seed)
+    check_length_limit(tokenizer, max_prompt_length)
+    records, rebuild = task.build(catalog, texts, next_item, seed)
     if not records["prompt"]:
         raise DataError(f"task {task.name!r} has no rows (from {texts.source or 'the item texts'})")
+    if max_prompt_length is not None:
+        _fit(task, records, rebuild, texts, tokenizer, max_prompt_length)
     dataset = Dataset.from_dict(records, features=SPLIT_FEATURES)
     if num_rows is not None and num_rows < len(dataset):
         # a seeded sample in the rows' own order, as pandas' sample(n, random_state=seed) picks MiniOneRec's
@@ -381,6 +448,8 @@ def alignment_prompts(
     *,
     num_rows: int | None = None,
     seed: int = 0,
+    tokenizer=None,
+    max_prompt_length: int | None = None,
 ) -> Dataset:
     """RL prompts of a task answered with an item (`title2sid`, `description2sid`, `title_history2sid`), in the split
     loaders' columns (`SPLIT_FEATURES`), so `ReReTrainer` takes them as it takes next-item rows.
@@ -389,7 +458,10 @@ def alignment_prompts(
     (question, SID) and no user or history (`user_id` `""`, empty lists); a title shared by items with different SIDs
     gives one row for each, both answers being right. `title_history2sid` has one row per row of `next_item` (a split
     from `load_sid_amazon`), with its user and history (`history_titles` keeps the history's SIDs, the prompt shows
-    their titles). `num_rows` keeps a seeded sample.
+    their titles). `num_rows` keeps a seeded sample. With a `tokenizer` and `max_prompt_length`, a prompt over the
+    limit is shortened as the split loaders do: a history task drops the oldest items, `description2sid` keeps the
+    description's first words (and "..."); a title that does not fit, or a history whose last item alone does not,
+    is a `DataError` naming the item or the user.
 
     Example:
     ```python
@@ -407,7 +479,8 @@ def alignment_prompts(
     (True, '', [])
     ```
     """
-    return _build(get_alignment_task(task, rl=True), catalog, texts, next_item, seed, num_rows)
+    return _build(get_alignment_task(task, rl=True), catalog, texts, next_item, seed, num_rows, tokenizer,
+                  max_prompt_length)
 
 
 def alignment_sft_dataset(
@@ -419,10 +492,13 @@ def alignment_sft_dataset(
     item_format: str | ItemFormat = "sid",
     num_rows: int | None = None,
     seed: int = 0,
+    tokenizer=None,
+    max_prompt_length: int | None = None,
 ) -> Dataset:
     """The prompt-completion rows of any task for TRL's `SFTTrainer` (as `sft_dataset`): a task answered with an item
     completes with the item format (`"{sid}\\n"`), one answered with a title with `"{title}\\n"` (D3's title task:
-    `'"{title}"\\n'`). Rows as `alignment_prompts` builds them; `next_item` for the history tasks.
+    `'"{title}"\\n'`). Rows as `alignment_prompts` builds them (`num_rows`, `tokenizer` and `max_prompt_length`
+    alike); `next_item` for the history tasks.
 
     Example:
     ```python
@@ -437,7 +513,7 @@ def alignment_sft_dataset(
     ```
     """
     spec = get_alignment_task(task)
-    rows = _build(spec, catalog, texts, next_item, seed, num_rows)
+    rows = _build(spec, catalog, texts, next_item, seed, num_rows, tokenizer, max_prompt_length)
     if spec.answer == "item":
         return sft_dataset(rows, item_format=item_format)
     template = '"{title}"\n' if spec.name == "title_history2title" else TITLE_COMPLETION_TEMPLATE
@@ -474,16 +550,20 @@ def mix_sft_tasks(
     seed: int = 0,
     num_rows: dict[str, int | None] | None = None,
     item_format: str | ItemFormat = "sid",
+    tokenizer=None,
+    max_prompt_length: int | None = None,
 ) -> Dataset:
     """MiniOneRec's SFT mix: the next-item rows (`sft_dataset` of `next_item`) and every row of each task in `tasks`
     (`alignment_sft_dataset`; `num_rows={task: n}` samples a task), shuffled with `seed`. The same arguments give the
-    same rows in the same order. No task: the next-item rows alone, shuffled."""
+    same rows in the same order. No task: the next-item rows alone, shuffled. `tokenizer` / `max_prompt_length`
+    shorten the tasks' prompts (`alignment_prompts`); load the next-item rows with the same limit."""
     tasks = _task_list(tasks)
     sizes = _sizes(num_rows, tasks)
     parts = [sft_dataset(next_item, item_format=get_item_format(item_format))]
     for name in tasks:
         parts.append(alignment_sft_dataset(name, catalog, texts, next_item, item_format=item_format,
-                                           num_rows=sizes.get(name), seed=seed))
+                                           num_rows=sizes.get(name), seed=seed, tokenizer=tokenizer,
+                                           max_prompt_length=max_prompt_length))
     return concatenate_datasets(parts).shuffle(seed=seed).flatten_indices()
 
 
@@ -495,11 +575,14 @@ def mix_rl_tasks(
     *,
     seed: int = 0,
     num_rows: dict[str, int | None] | None = None,
+    tokenizer=None,
+    max_prompt_length: int | None = None,
 ) -> Dataset:
     """MiniOneRec's RL mix: the next-item rows and the prompts of each task in `tasks` (answered with an item:
     `title2sid`, `description2sid`, `title_history2sid`), shuffled with `seed`, all in the split loaders' columns.
     Each task has MiniOneRec's size unless `num_rows={task: n}` (None: all) says otherwise: `title_history2sid`
-    samples 10,000 rows (all when there are fewer), the others take all."""
+    samples 10,000 rows (all when there are fewer), the others take all. `tokenizer` / `max_prompt_length` shorten
+    the tasks' prompts (`alignment_prompts`); load the next-item rows with the same limit."""
     tasks = _task_list(tasks)
     sizes = _sizes(num_rows, tasks)
     missing = [c for c in SPLIT_FEATURES if c not in next_item.column_names]
@@ -508,5 +591,6 @@ def mix_rl_tasks(
     parts = [next_item.select_columns(list(SPLIT_FEATURES)).cast(SPLIT_FEATURES)]
     for name in tasks:
         spec = get_alignment_task(name, rl=True)
-        parts.append(_build(spec, catalog, texts, next_item, seed, sizes.get(name, spec.rl_rows)))
+        parts.append(_build(spec, catalog, texts, next_item, seed, sizes.get(name, spec.rl_rows), tokenizer,
+                            max_prompt_length))
     return concatenate_datasets(parts).shuffle(seed=seed).flatten_indices()
