@@ -1,23 +1,24 @@
 """MiniOneRec's alignment tasks: questions that tie each semantic ID to its item's text, mixed into SFT and RL.
 
-MiniOneRec (`github.com/AkaliKong/MiniOneRec`, `data.py`, `sft.py`, `rl.py`) trains on next-SID prediction plus tasks
-built from the items' texts (`index/{Category}.item.json`: title and description per item id). The tasks, their
-wording and their sizes come from its code; the names are this module's:
+MiniOneRec (`github.com/AkaliKong/MiniOneRec`, `data.py`, `sft.py`, `rl.py`, read at commit 81b4ba9) trains on
+next-SID prediction plus tasks built from the items' texts (`index/{Category}.item.json`: title and description per
+item id). The tasks, their wording and their sizes come from its code; the names are this module's, and the last two
+columns say which of MiniOneRec's two mixes has the task:
 
-| task | question -> answer | MiniOneRec class | SFT | RL |
+| task | question -> answer | MiniOneRec class | its SFT | its RL |
 |---|---|---|---|---|
 | `title2sid` | an item's title -> its SID | `SidItemFeatDataset`, `RLTitle2SidDataset` | yes | yes |
 | `description2sid` | an item's description -> its SID | `RLTitle2SidDataset` | | yes |
-| `title_history2sid` | the titles of a user's history -> the next SID | `RLSeqTitle2SidDataset` (10,000 rows) | | yes |
+| `title_history2sid` | the titles of a user's history -> the next SID | `RLSeqTitle2SidDataset` | yes* | 10,000 rows |
 | `sid2title` | an SID -> its item's title | `SidItemFeatDataset` | yes | |
 | `sid_history2title` | a history of SIDs -> the next item's title | `FusionSeqRecDataset` | yes | |
 | `title_history2title` | the titles of a history -> the next title | `SFTData` (D3's prompt) | yes | |
 
 Any task can go into SFT (`alignment_sft_dataset`, `mix_sft_tasks`); a task whose answer is an item (`*2sid`) can
 also go into RL (`alignment_prompts`, `mix_rl_tasks`), with the split loaders' columns so that the trie and the
-rewards treat it like a next-item row. `title_history2sid` is MiniOneRec's RL wording; its SFT uses another
-(`TitleHistory2SidSFTDataset`), and one wording per task keeps what RL asks what SFT taught, as the next-item prompt
-does (see `prompts.SID_PROMPT_TEMPLATE`). For the same reason the tasks have no Alpaca preamble (MiniOneRec's SFT
+rewards treat it like a next-item row. (*) `title_history2sid` is MiniOneRec's RL wording; its SFT words the task
+otherwise (`TitleHistory2SidSFTDataset`), and one wording per task keeps what RL asks what SFT taught, as the
+next-item prompt does (see `prompts.SID_PROMPT_TEMPLATE`). For the same reason the tasks have no Alpaca preamble (MiniOneRec's SFT
 prepends one, its RL does not). `description2sid` is in the SFT mix too when asked for, although MiniOneRec's SFT
 lacks it.
 
@@ -61,7 +62,7 @@ from .prompts import (
 )
 from .readers import SPLIT_FEATURES, DataError, read_json
 from .sft import sft_dataset
-
+from .sids import sid_data_root
 
 # MiniOneRec's frame around every question (its `generate_prompt`s): the same ending as the next-item prompt.
 TASK_PROMPT_TEMPLATE = "### User Input: \n{question}\n\n### Response:\n"
@@ -202,8 +203,6 @@ def read_item_texts(
 def load_item_texts(data_dir: str | os.PathLike, category: str, catalog: ItemCatalog | None = None) -> ItemTexts:
     """`read_item_texts` of `index/{category}.item.json` in a MiniOneRec folder (the one `load_sid_amazon` reads, or
     its `minionerec/` subfolder); with `catalog`, the file must hold exactly its items."""
-    from .sids import sid_data_root
-
     path = sid_data_root(data_dir, category) / "index" / f"{category}.item.json"
     return read_item_texts(path, sorted(catalog.item_id_to_title) if catalog is not None else None, category)
 
@@ -456,7 +455,7 @@ def alignment_prompts(
 
     `target` is the item's SID (a catalog key) and `target_item_id` its id. Item tasks have one row per distinct
     (question, SID) and no user or history (`user_id` `""`, empty lists); a title shared by items with different SIDs
-    gives one row for each, both answers being right. `title_history2sid` has one row per row of `next_item` (a split
+    gives one row for each, both answers being right (MiniOneRec's dictionaries keep only the last such item). `title_history2sid` has one row per row of `next_item` (a split
     from `load_sid_amazon`), with its user and history (`history_titles` keeps the history's SIDs, the prompt shows
     their titles). `num_rows` keeps a seeded sample. With a `tokenizer` and `max_prompt_length`, a prompt over the
     limit is shortened as the split loaders do: a history task drops the oldest items, `description2sid` keeps the
