@@ -339,3 +339,32 @@ def default_output_dir(args, name: str) -> str:
     if not args.output_dir:
         args.output_dir = os.path.join("runs", name)
     return args.output_dir
+
+
+# -- alignment tasks ----------------------------------------------------------------------------------------------
+def mix_alignment_tasks(kind: str, next_item, tasks, catalog, data_dir, category: str, item_format: str, seed: int,
+                        completion_template: str | None = None):
+    """`--align_tasks`: MiniOneRec's alignment tasks mixed with the next-item rows (`kind` "sft" or "rl", see
+    `trl_rere.data.mix_sft_tasks` / `mix_rl_tasks`), from the item texts `index/{category}.item.json` under
+    `data_dir`; stops with a message naming the option when they cannot be built."""
+    from trl_rere.data import get_layout, load_item_texts, mix_rl_tasks, mix_sft_tasks
+
+    if get_layout(item_format).name != "minionerec":  # the item texts are MiniOneRec's index/{category}.item.json
+        fail(f"--align_tasks {' '.join(tasks)}: the alignment tasks tie semantic IDs to item texts; they need "
+             f"--item_format sid and MiniOneRec's layout (got --item_format {item_format})")
+    if data_dir is None:
+        fail(f"--align_tasks {' '.join(tasks)}: the tasks read the item texts (index/{category}.item.json); pass "
+             f"--data_dir with MiniOneRec's files")
+    try:
+        texts = load_item_texts(data_dir, category, catalog)
+        if kind == "sft":
+            fmt = get_item_format(item_format, completion_template)
+            mixed = mix_sft_tasks(next_item, tasks, catalog, texts, seed=seed, item_format=fmt)
+        else:
+            mixed = mix_rl_tasks(next_item, tasks, catalog, texts, seed=seed)
+    except (OSError, ValueError) as error:  # DataError is a ValueError
+        fail(f"--align_tasks {' '.join(tasks)}: {error}")
+    if int(os.environ.get("RANK", "0")) == 0:
+        print(f"alignment tasks {', '.join(tasks)}: {len(mixed) - len(next_item):,} rows next to the "
+              f"{len(next_item):,} next-item rows", flush=True)
+    return mixed

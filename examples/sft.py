@@ -34,6 +34,7 @@ from _common import (
     fail,
     leave_output_dir_unset,
     load_data,
+    mix_alignment_tasks,
     load_tokenizer,
     parse_args,
     print_settings,
@@ -70,6 +71,11 @@ class ScriptArguments:
     )
     completion_template: str | None = field(
         default=None, metadata={"help": "Overrides the item format's completion text; EOS is appended."}
+    )
+    align_tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "MiniOneRec's alignment tasks mixed into the training split (with --item_format sid): "
+                  "title2sid, description2sid, title_history2sid, sid2title, sid_history2title, title_history2title."},
     )
     early_stopping_patience: int | None = field(
         default=None,
@@ -117,6 +123,10 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
         train = train.select(range(min(script_args.max_train_samples, len(train))))
     if evaluation is not None and script_args.max_eval_samples:
         evaluation = evaluation.select(range(min(script_args.max_eval_samples, len(evaluation))))
+    train_rows = sft_dataset(train, template, item_format=fmt)
+    if script_args.align_tasks:
+        train_rows = mix_alignment_tasks("sft", train, script_args.align_tasks, catalog, script_args.data_dir,
+                                         script_args.category, fmt, training_args.seed, template)
     tokenizer = load_tokenizer(model_name)
     model = model_name
     if get_item_format(fmt).code_pattern is not None:
@@ -142,7 +152,7 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
         model=model,
         processing_class=tokenizer,
         args=training_args,
-        train_dataset=sft_dataset(train, template, item_format=fmt),
+        train_dataset=train_rows,
         eval_dataset=sft_dataset(evaluation, template, item_format=fmt) if evaluation is not None else None,
         peft_config=get_peft_config(model_args),
         callbacks=[EarlyStoppingCallback(script_args.early_stopping_patience)]

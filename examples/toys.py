@@ -51,6 +51,7 @@ from _common import (
     fail,
     leave_output_dir_unset,
     load_data,
+    mix_alignment_tasks,
     load_tokenizer,
     parse_args,
     print_settings,
@@ -126,6 +127,11 @@ class ScriptArguments:
                   "(default: on with --smoke; it doubles the evaluation time)."},
     )
     predictions_file: str | None = field(default=None, metadata={"help": "Write ranked predictions per user (JSONL)."})
+    align_tasks: list[str] = field(
+        default_factory=list,
+        metadata={"help": "MiniOneRec's RL alignment tasks mixed into the training rows (with --item_format sid and "
+                  "--data_dir): title2sid, description2sid, title_history2sid."},
+    )
     smoke: bool = field(
         default=False,
         metadata={"help": "Check the whole pipeline in about a minute on a CPU: a tiny local model (unless "
@@ -335,6 +341,10 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
         script_args.max_eval_samples = None
     default_output_dir(training_args, run_name(script_args, fmt))
     catalog, train, test, description = load_run_data(script_args, fmt)
+    if script_args.align_tasks:
+        category = script_args.category or ("Industrial_and_Scientific" if smoke else "Toys_and_Games")
+        train = mix_alignment_tasks("rl", train, script_args.align_tasks, catalog, script_args.data_dir, category,
+                                    fmt, training_args.seed)
     state = PartialState()
     if state.is_main_process:
         print(description, flush=True)

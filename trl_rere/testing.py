@@ -316,9 +316,10 @@ def write_minionerec_folder(
     users_per_split: int = 16,
     seed: int = 0,
 ):
-    """Writes a tiny data folder in MiniOneRec's semantic-ID layout (`index/{category}.index.json`,
-    `info/{category}_5_2016-10-2018-11.txt` with `sid<TAB>title<TAB>item_id`, and `{split}/...csv` with the
-    `history_item_sid` / `item_sid` columns) from `trl_rere.data.synthetic_sid_dataset`. Returns the folder.
+    """Writes a tiny data folder in MiniOneRec's semantic-ID layout (`index/{category}.index.json`, the item texts
+    `index/{category}.item.json` (title and description per item id), `info/{category}_5_2016-10-2018-11.txt` with
+    `sid<TAB>title<TAB>item_id`, and `{split}/...csv` with the `history_item_sid` / `item_sid` columns) from
+    `trl_rere.data.synthetic_sid_dataset`. Returns the folder.
 
     Example:
     ```python
@@ -345,6 +346,9 @@ def write_minionerec_folder(
         (root / folder).mkdir(parents=True, exist_ok=True)
     index = {str(i): split_sid(sid) for i, sid in sorted(catalog.item_id_to_title.items())}
     (root / "index" / f"{category}.index.json").write_text(json.dumps(index), encoding="utf-8")
+    # the item texts the alignment tasks read; descriptions as the published file writes them, Python list literals
+    texts = {str(i): {"title": title[i], "description": repr([f"Description of item {i}."])} for i in title}
+    (root / "index" / f"{category}.item.json").write_text(json.dumps(texts), encoding="utf-8")
     with open(root / "info" / f"{stem}.txt", "w", encoding="utf-8") as f:
         for i, sid in sorted(catalog.item_id_to_title.items()):
             f.write(f"{sid}\t{title[i]}\t{i}\n")

@@ -8,9 +8,23 @@ One job per module, imports running one way (`readers` and `prompts` at the bott
 - `titles` / `sids`: the two layouts' loaders, side by side.
 - `layouts`: which layout an item format's data comes in, and `load_amazon`.
 - `pairs`: every (history prefix -> next item) pair of a split, with the title or the SID prompt; `sft`: the
-  prompt-completion view for SFT; `synthetic`: tiny offline catalogs.
+  prompt-completion view for SFT; `synthetic`: tiny offline catalogs; `alignment`: MiniOneRec's alignment tasks
+  (item texts -> SFT and RL rows).
 """
 
+from .alignment import (
+    ALIGNMENT_TASKS,
+    RL_ALIGNMENT_TASKS,
+    AlignmentTask,
+    ItemTexts,
+    alignment_prompts,
+    alignment_sft_dataset,
+    get_alignment_task,
+    load_item_texts,
+    mix_rl_tasks,
+    mix_sft_tasks,
+    read_item_texts,
+)
 from .layouts import LAYOUTS, Layout, get_layout, load_amazon
 from .pairs import prefix_pairs, sid_prefix_pairs, title_prefix_pairs
 from .prepare import PrepareConfig, prepare_amazon2018, prepare_amazon2023, prepare_table
@@ -41,6 +55,17 @@ from .titles import REQUIRED_COLUMNS, load_amazon_split, load_title_amazon
 
 
 __all__ = [
+    "ALIGNMENT_TASKS",
+    "AlignmentTask",
+    "ItemTexts",
+    "RL_ALIGNMENT_TASKS",
+    "alignment_prompts",
+    "alignment_sft_dataset",
+    "get_alignment_task",
+    "load_item_texts",
+    "mix_rl_tasks",
+    "mix_sft_tasks",
+    "read_item_texts",
     "CATEGORY_FILE_MARKER",
     "CATEGORY_NAMES",
     "DATA_HELP",
