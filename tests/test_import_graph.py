@@ -94,3 +94,9 @@ def test_trl_rere_has_no_import_cycle():
 def test_the_cycle_finder_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_the_user_api_lists_what_it_imports_lazily():
+    assert sorted(trl_rere.__all__) == sorted(trl_rere._MODULE_OF)
+    for name in trl_rere.__all__:
+        assert getattr(trl_rere, name) is not None

@@ -43,7 +43,41 @@ _API: dict[str, tuple[str, ...]] = {
 }
 _MODULE_OF = {name: module for module, names in _API.items() for name in names}
 
-__all__ = sorted(_MODULE_OF)
+# written out (not derived from _API) so that linters and IDEs read it; a test keeps the two equal
+__all__ = [
+    "CatalogError",
+    "DataError",
+    "ItemCatalog",
+    "ItemFormat",
+    "ItemTrie",
+    "PreparationError",
+    "PrepareConfig",
+    "RankingEvalCallback",
+    "ReReConfig",
+    "ReReTrainer",
+    "SIDTokenError",
+    "TrieBoundaryError",
+    "TrieLogitsProcessor",
+    "add_sid_tokens",
+    "build_prompt",
+    "collaborative_reward",
+    "constrained_beam_search",
+    "evaluate_ranking",
+    "get_item_format",
+    "load_amazon",
+    "load_amazon_split",
+    "make_prefix_allowed_tokens_fn",
+    "prepare_amazon2018",
+    "prepare_amazon2023",
+    "prepare_table",
+    "ranking_metrics",
+    "ranking_reward",
+    "rule_reward",
+    "semantic_reward",
+    "sft_dataset",
+    "synthetic_catalog_dataset",
+    "synthetic_sid_dataset",
+]
 
 
 def __getattr__(name: str):
