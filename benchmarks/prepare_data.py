@@ -88,7 +88,8 @@ def same_output(a: Path, b: Path, stem: str) -> bool:
 def run(args) -> list[dict]:
     work = Path(args.work)
     stem = file_stem(CATEGORY, 5, (1996, 10), (2018, 11))
-    # What every `trl_rere` command pays before any work: `trl_rere/__init__` imports torch, transformers and TRL.
+    # What the command pays before any work: the import of the preparation code (datasets, polars, numpy; the
+    # package's __init__ imports its names lazily, so no torch or TRL).
     imports = measure([sys.executable, "-c", "import trl_rere.data.prepare"], ROOT)
     rows = [{"size": "-", "tool": "python -c 'import trl_rere.data.prepare'", "items": 0, "rows": 0, **imports}]
     print(rows[0], flush=True)
@@ -224,8 +225,8 @@ def render(rows: list[dict], command: str) -> str:
 (github.com/sober-clever/ReRe, commit 7d69eee, pure Python), one run each, on the same generated Amazon Reviews 2018
 JSON-lines files (`trl_rere.data.prepare.write_synthetic_amazon2018`, seed 0; power-law item popularity and user
 activity; {sizes}), window 1996-10..2018-11, 5-core. Wall time and peak resident memory of the whole command
-(Python start-up and imports included); the first row is the import of `trl_rere.data.prepare` alone, which
-`trl_rere/__init__` makes load torch, transformers and TRL, and "without the import" subtracts it. "Same files": the
+(Python start-up and imports included); the first row is the import of `trl_rere.data.prepare` alone (no torch or
+TRL: `trl_rere/__init__` imports its names on first use), and "without the import" subtracts it. "Same files": the
 info and split files of both runs compared byte for byte. `--read_block_mb 64` parses the JSON lines 64 MiB at a
 time and keeps users and items as categoricals (the default above 1 GiB of reviews; the 10M file is 0.9 GiB).
 

@@ -9,7 +9,13 @@ imported), except the top-level `trl_rere`, the user API, which nothing inside t
 from __future__ import annotations
 
 import ast
+import importlib
+import os
+import subprocess
+import sys
 from pathlib import Path
+
+import pytest
 
 import trl_rere
 
@@ -96,7 +102,16 @@ def test_the_cycle_finder_finds_a_circle():
     assert find_cycle({"a": {"b"}, "b": set()}) is None
 
 
-def test_the_user_api_lists_what_it_imports_lazily():
-    assert sorted(trl_rere.__all__) == sorted(trl_rere._MODULE_OF)
-    for name in trl_rere.__all__:
-        assert getattr(trl_rere, name) is not None
+@pytest.mark.parametrize("package", ["trl_rere", "trl_rere.data"])
+def test_the_packages_list_what_they_import_lazily(package):
+    module = importlib.import_module(package)
+    assert sorted(module.__all__) == sorted(module._MODULE_OF)
+    for name in module.__all__:
+        assert getattr(module, name) is not None
+
+
+def test_preparing_raw_data_loads_neither_torch_nor_datasets():
+    code = "import sys, trl_rere.data.prepare; print(sorted({'torch', 'datasets', 'trl'} & set(sys.modules)))"
+    env = {**os.environ, "PYTHONPATH": str(ROOT.parent)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "[]"

@@ -1,7 +1,7 @@
 """Files <-> datasets: the file layouts (D3/ReRe titles, MiniOneRec semantic IDs), prompts and their length,
-training pairs, the SFT view and tiny synthetic catalogs.
+training pairs, the SFT view, alignment tasks, tiny synthetic catalogs, and the preparation of raw interactions.
 
-One job per module, imports running one way (`readers` and `prompts` at the bottom, `layouts` on top):
+One job per module, imports running one way (`errors`, `readers` and `prompts` at the bottom, `layouts` on top):
 
 - `readers`: CSV and JSON reading with errors naming the file, the row and the line; one category's file set.
 - `prompts`: the authors' title prompt, MiniOneRec's SID prompt, and one prompt-length fitter.
@@ -10,62 +10,68 @@ One job per module, imports running one way (`readers` and `prompts` at the bott
 - `pairs`: every (history prefix -> next item) pair of a split, with the title or the SID prompt; `sft`: the
   prompt-completion view for SFT; `synthetic`: tiny offline catalogs; `alignment`: MiniOneRec's alignment tasks
   (item texts -> SFT and RL rows).
+- `raw_readers` and `prepare`: raw interactions (Amazon Reviews 2018 / 2023 JSON lines, or a user's own table) to
+  the D3/ReRe layout, as the authors' `data/process.py` writes it; `raw_synthetic`: generated raw files.
+
+Names are imported on first use, like the package's own (`trl_rere/__init__.py`), so that the preparation command
+loads polars and numpy, not `datasets`.
 """
 
-from .alignment import (
-    ALIGNMENT_TASKS,
-    RL_ALIGNMENT_TASKS,
-    AlignmentTask,
-    ItemTexts,
-    alignment_prompts,
-    alignment_sft_dataset,
-    get_alignment_task,
-    load_item_texts,
-    mix_rl_tasks,
-    mix_sft_tasks,
-    read_item_texts,
-)
-from .layouts import LAYOUTS, Layout, get_layout, load_amazon
-from .pairs import prefix_pairs, sid_prefix_pairs, title_prefix_pairs
-from .prepare import PrepareConfig, prepare_amazon2018, prepare_amazon2023, prepare_table
-from .prompts import (
-    CATEGORY_NAMES,
-    DEFAULT_INSTRUCTIONS,
-    DEFAULT_PROMPT_TEMPLATE,
-    HISTORY_SEPARATOR,
-    MAX_HISTORY,
-    SID_HISTORY_SEPARATOR,
-    SID_MAX_HISTORY,
-    SID_PROMPT_TEMPLATE,
-    build_prompt,
-    build_sid_prompt,
-    category_name,
-    fit_prompt_length,
-    format_history,
-    instruction_index,
-    prompt_token_count,
-    prompt_token_counts,
-)
-from .raw_readers import PreparationError
-from .readers import CATEGORY_FILE_MARKER, DATA_HELP, SPLIT_FEATURES, DataError, find_category_files
-from .sft import sft_dataset
-from .sids import SID_DATA_HELP, load_sid_amazon, load_sid_split, read_sid_index, read_sid_info
-from .synthetic import synthetic_catalog_dataset, synthetic_sid_dataset
-from .titles import REQUIRED_COLUMNS, load_amazon_split, load_title_amazon
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
 
 
+# module -> the names it provides
+_API: dict[str, tuple[str, ...]] = {
+    "alignment": (
+        "ALIGNMENT_TASKS",
+        "RL_ALIGNMENT_TASKS",
+        "AlignmentTask",
+        "ItemTexts",
+        "alignment_prompts",
+        "alignment_sft_dataset",
+        "get_alignment_task",
+        "load_item_texts",
+        "mix_rl_tasks",
+        "mix_sft_tasks",
+        "read_item_texts",
+    ),
+    "layouts": ("LAYOUTS", "Layout", "get_layout", "load_amazon"),
+    "pairs": ("prefix_pairs", "sid_prefix_pairs", "title_prefix_pairs"),
+    "prepare": ("PrepareConfig", "prepare_amazon2018", "prepare_amazon2023", "prepare_table"),
+    "prompts": (
+        "CATEGORY_NAMES",
+        "DEFAULT_INSTRUCTIONS",
+        "DEFAULT_PROMPT_TEMPLATE",
+        "HISTORY_SEPARATOR",
+        "MAX_HISTORY",
+        "SID_HISTORY_SEPARATOR",
+        "SID_MAX_HISTORY",
+        "SID_PROMPT_TEMPLATE",
+        "build_prompt",
+        "build_sid_prompt",
+        "category_name",
+        "fit_prompt_length",
+        "format_history",
+        "instruction_index",
+        "prompt_token_count",
+        "prompt_token_counts",
+    ),
+    "raw_readers": ("PreparationError",),
+    "readers": ("CATEGORY_FILE_MARKER", "DATA_HELP", "SPLIT_FEATURES", "DataError", "find_category_files"),
+    "sft": ("sft_dataset",),
+    "sids": ("SID_DATA_HELP", "load_sid_amazon", "load_sid_split", "read_sid_index", "read_sid_info"),
+    "synthetic": ("synthetic_catalog_dataset", "synthetic_sid_dataset"),
+    "titles": ("REQUIRED_COLUMNS", "load_amazon_split", "load_title_amazon"),
+}
+_MODULE_OF = {name: module for module, names in _API.items() for name in names}
+
+# written out (not derived from _API) so that linters and IDEs read it; a test keeps the two equal
 __all__ = [
     "ALIGNMENT_TASKS",
     "AlignmentTask",
-    "ItemTexts",
-    "RL_ALIGNMENT_TASKS",
-    "alignment_prompts",
-    "alignment_sft_dataset",
-    "get_alignment_task",
-    "load_item_texts",
-    "mix_rl_tasks",
-    "mix_sft_tasks",
-    "read_item_texts",
     "CATEGORY_FILE_MARKER",
     "CATEGORY_NAMES",
     "DATA_HELP",
@@ -73,37 +79,45 @@ __all__ = [
     "DEFAULT_PROMPT_TEMPLATE",
     "DataError",
     "HISTORY_SEPARATOR",
+    "ItemTexts",
     "LAYOUTS",
     "Layout",
     "MAX_HISTORY",
     "PreparationError",
     "PrepareConfig",
     "REQUIRED_COLUMNS",
+    "RL_ALIGNMENT_TASKS",
     "SID_DATA_HELP",
     "SID_HISTORY_SEPARATOR",
     "SID_MAX_HISTORY",
     "SID_PROMPT_TEMPLATE",
     "SPLIT_FEATURES",
+    "alignment_prompts",
+    "alignment_sft_dataset",
     "build_prompt",
     "build_sid_prompt",
     "category_name",
     "find_category_files",
     "fit_prompt_length",
     "format_history",
+    "get_alignment_task",
     "get_layout",
     "instruction_index",
     "load_amazon",
     "load_amazon_split",
+    "load_item_texts",
     "load_sid_amazon",
     "load_sid_split",
     "load_title_amazon",
+    "mix_rl_tasks",
+    "mix_sft_tasks",
+    "prefix_pairs",
     "prepare_amazon2018",
     "prepare_amazon2023",
     "prepare_table",
     "prompt_token_count",
-    "prefix_pairs",
-    "prompt_token_count",
     "prompt_token_counts",
+    "read_item_texts",
     "read_sid_index",
     "read_sid_info",
     "sft_dataset",
@@ -112,3 +126,58 @@ __all__ = [
     "synthetic_sid_dataset",
     "title_prefix_pairs",
 ]
+
+
+def __getattr__(name: str):
+    if name in _MODULE_OF:
+        value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
+    from .alignment import (
+        ALIGNMENT_TASKS,
+        RL_ALIGNMENT_TASKS,
+        AlignmentTask,
+        ItemTexts,
+        alignment_prompts,
+        alignment_sft_dataset,
+        get_alignment_task,
+        load_item_texts,
+        mix_rl_tasks,
+        mix_sft_tasks,
+        read_item_texts,
+    )
+    from .layouts import LAYOUTS, Layout, get_layout, load_amazon
+    from .pairs import prefix_pairs, sid_prefix_pairs, title_prefix_pairs
+    from .prepare import PrepareConfig, prepare_amazon2018, prepare_amazon2023, prepare_table
+    from .prompts import (
+        CATEGORY_NAMES,
+        DEFAULT_INSTRUCTIONS,
+        DEFAULT_PROMPT_TEMPLATE,
+        HISTORY_SEPARATOR,
+        MAX_HISTORY,
+        SID_HISTORY_SEPARATOR,
+        SID_MAX_HISTORY,
+        SID_PROMPT_TEMPLATE,
+        build_prompt,
+        build_sid_prompt,
+        category_name,
+        fit_prompt_length,
+        format_history,
+        instruction_index,
+        prompt_token_count,
+        prompt_token_counts,
+    )
+    from .raw_readers import PreparationError
+    from .readers import CATEGORY_FILE_MARKER, DATA_HELP, SPLIT_FEATURES, DataError, find_category_files
+    from .sft import sft_dataset
+    from .sids import SID_DATA_HELP, load_sid_amazon, load_sid_split, read_sid_index, read_sid_info
+    from .synthetic import synthetic_catalog_dataset, synthetic_sid_dataset
+    from .titles import REQUIRED_COLUMNS, load_amazon_split, load_title_amazon

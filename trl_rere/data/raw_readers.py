@@ -11,7 +11,7 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from .readers import DataError
+from .errors import DataError
 
 TIME_UNITS = {"s": 1, "ms": 1_000, "us": 1_000_000, "ns": 1_000_000_000}
 # JSON-lines files larger than this are parsed in blocks of BLOCK_BYTES (see read_json_lines).

@@ -16,10 +16,7 @@ from typing import Any
 from datasets import Dataset, Features, Sequence as SequenceFeature, Value
 
 from ..catalog import locate_utf8_error
-
-
-class DataError(ValueError):
-    """A malformed data file; the message names the file, the data row and the line."""
+from .errors import DataError
 
 
 # D3's process.py names every file `{Category}_5_{first month}-{last month}` (5-core data); the text before the first
