@@ -341,6 +341,18 @@ def default_output_dir(args, name: str) -> str:
     return args.output_dir
 
 
+def script_parser(dataclass_types, defaults: dict):
+    """The scripts' `TrlParser`: `--output_dir` left unset (see `leave_output_dir_unset`), `--config` listed in
+    `--help`, and the script's own defaults under the command line and the config file."""
+    from trl import TrlParser
+
+    parser = TrlParser(dataclass_types)
+    leave_output_dir_unset(parser)
+    add_config_argument(parser)
+    parser.set_defaults(**defaults)
+    return parser
+
+
 # -- alignment tasks ----------------------------------------------------------------------------------------------
 def mix_alignment_tasks(kind: str, next_item, tasks, catalog, data_dir, category: str, item_format: str, seed: int,
                         completion_template: str | None = None):

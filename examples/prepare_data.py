@@ -58,30 +58,10 @@ def block_bytes(args: argparse.Namespace) -> int | None:
     return None if args.read_block_mb is None else args.read_block_mb << 20
 
 
-def run_amazon2018(args: argparse.Namespace) -> dict:
-    return prepare_amazon2018(
-        args.reviews,
-        args.meta,
-        args.category,
-        args.out,
-        config_of(args),
-        args.description,
-        not args.no_progress,
-        block_bytes(args),
-    )
-
-
-def run_amazon2023(args: argparse.Namespace) -> dict:
-    return prepare_amazon2023(
-        args.reviews,
-        args.meta,
-        args.category,
-        args.out,
-        config_of(args),
-        args.description,
-        not args.no_progress,
-        block_bytes(args),
-    )
+def run_amazon(args: argparse.Namespace) -> dict:
+    prepare = prepare_amazon2018 if args.command == "amazon2018" else prepare_amazon2023
+    return prepare(args.reviews, args.meta, args.category, args.out, config_of(args), description=args.description,
+                   progress=not args.no_progress, block_bytes=block_bytes(args))
 
 
 def run_table(args: argparse.Namespace) -> dict:
@@ -110,13 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, run, fields, window in (
         (
             "amazon2018",
-            run_amazon2018,
+            run_amazon,
             "reviewerID, asin, overall, unixReviewTime; metadata asin, title",
             ("1996-10", "2018-11"),
         ),
         (
             "amazon2023",
-            run_amazon2023,
+            run_amazon,
             "user_id, parent_asin, rating, timestamp (ms); metadata parent_asin, title",
             (None, None),
         ),

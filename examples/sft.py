@@ -28,15 +28,14 @@ from dataclasses import dataclass, field
 
 from _common import (
     DEFAULT_MODEL,
-    add_config_argument,
     check_model,
     default_output_dir,
     fail,
-    leave_output_dir_unset,
     load_data,
     mix_alignment_tasks,
     load_tokenizer,
     parse_args,
+    script_parser,
     print_settings,
 )
 from accelerate import PartialState
@@ -168,11 +167,7 @@ def main(script_args: ScriptArguments, training_args: ReReSFTConfig, model_args:
 
 
 def make_parser() -> TrlParser:
-    parser = TrlParser((ScriptArguments, ReReSFTConfig, ModelConfig))
-    leave_output_dir_unset(parser)
-    add_config_argument(parser)
-    parser.set_defaults(**PAPER_DEFAULTS)
-    return parser
+    return script_parser((ScriptArguments, ReReSFTConfig, ModelConfig), PAPER_DEFAULTS)
 
 
 if __name__ == "__main__":

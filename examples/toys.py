@@ -42,18 +42,17 @@ from dataclasses import dataclass, field
 import torch
 from _common import (
     DEFAULT_MODEL,
-    add_config_argument,
     check_data_dir,
     check_model,
     check_item_vocab,
     default_eval_batch_size,
     default_output_dir,
     fail,
-    leave_output_dir_unset,
     load_data,
     mix_alignment_tasks,
     load_tokenizer,
     parse_args,
+    script_parser,
     print_settings,
 )
 from accelerate import PartialState
@@ -409,11 +408,7 @@ def main(script_args: ScriptArguments, training_args: ReReConfig, model_args: Mo
 
 
 def make_parser() -> TrlParser:
-    parser = TrlParser((ScriptArguments, ReReConfig, ModelConfig))
-    leave_output_dir_unset(parser)
-    add_config_argument(parser)
-    parser.set_defaults(**RUN_DEFAULTS)
-    return parser
+    return script_parser((ScriptArguments, ReReConfig, ModelConfig), RUN_DEFAULTS)
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ preparation, decoding, evaluation and the rewards. Everything else is reachable 
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from ._lazy import lazy_exports
 
 
 __version__ = "0.1.0"
@@ -41,7 +42,7 @@ _API: dict[str, tuple[str, ...]] = {
     "trainer": ("ReReTrainer",),
     "trie": ("ItemTrie", "TrieBoundaryError"),
 }
-_MODULE_OF = {name: module for module, names in _API.items() for name in names}
+_MODULE_OF, __getattr__, __dir__ = lazy_exports(__name__, _API, globals())
 
 # written out (not derived from _API) so that linters and IDEs read it; a test keeps the two equal
 __all__ = [
@@ -78,18 +79,6 @@ __all__ = [
     "synthetic_catalog_dataset",
     "synthetic_sid_dataset",
 ]
-
-
-def __getattr__(name: str):
-    if name in _MODULE_OF:
-        value = getattr(importlib.import_module(f".{_MODULE_OF[name]}", __name__), name)
-        globals()[name] = value  # later look-ups skip this function
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(set(globals()) | set(__all__))
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__

@@ -60,7 +60,7 @@ from .prompts import (
     instruction_index,
     prompt_token_counts,
 )
-from .readers import SPLIT_FEATURES, DataError, read_json
+from .readers import SPLIT_FEATURES, DataError, read_item_map
 from .sft import sft_dataset
 from .sids import sid_data_root
 
@@ -166,16 +166,12 @@ def read_item_texts(
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"item texts not found: {path}. {ITEM_TEXTS_HELP}")
-    raw = read_json(path, "a JSON object mapping item ids to their title and description")
-    if not isinstance(raw, dict) or not raw:
+    raw = read_item_map(path, "their title and description")
+    if not raw:
         raise DataError(f"{path}: expected a non-empty JSON object mapping item ids to texts. {ITEM_TEXTS_HELP}")
     titles: dict[int, str] = {}
     descriptions: dict[int, str] = {}
-    for key, entry in raw.items():
-        try:
-            item = int(key)
-        except ValueError:
-            raise DataError(f"{path}: key {key!r} is not an item id (an integer)") from None
+    for item, entry in raw.items():
         if not isinstance(entry, dict):
             raise DataError(f"{path}: item {item}: expected an object with a 'title', got {type(entry).__name__}")
         title = entry.get("title")

@@ -517,20 +517,19 @@ def write_layout(prepared: PreparedInteractions, out_dir: str | os.PathLike, cat
 
 
 # -- one call per source ----------------------------------------------------------------------------------------------
-def prepare_amazon2018(
-    reviews: str | os.PathLike,
-    meta: str | os.PathLike,
-    category: str,
-    out_dir: str | os.PathLike,
-    config: PrepareConfig | None = None,
-    description: bool = False,
-    progress: bool = True,
-    block_bytes: int | None = None,
-    **overrides,
-) -> dict[str, Path]:
+def _prepare_amazon(read, reviews, meta, category, out_dir, config=None, description=False, progress=True,
+                    block_bytes=None, **overrides) -> dict[str, Path]:
+    interactions, items = read(reviews, meta, description=description, block_bytes=block_bytes)
+    prepared = prepare_interactions(interactions, items, config, **overrides)
+    return write_layout(prepared, out_dir, category, progress=progress)
+
+
+def prepare_amazon2018(reviews: str | os.PathLike, meta: str | os.PathLike, category: str, out_dir: str | os.PathLike,
+                       config: PrepareConfig | None = None, **options) -> dict[str, Path]:
     """Amazon Reviews 2018 JSON-lines files to the D3/ReRe layout under `out_dir` (see `write_layout`); the same rows,
-    item ids and titles as the authors' `data/process.py` for the same window. `block_bytes` is how the JSON lines
-    are read (see `read_json_lines`). Returns the written paths.
+    item ids and titles as the authors' `data/process.py` for the same window. Options: `description=True` also
+    writes the items' descriptions (`text/{stem}.jsonl`), `progress`, `block_bytes` (how the JSON lines are read,
+    see `read_json_lines`), and any `PrepareConfig` field, which overrides `config`'s. Returns the written paths.
 
     Examples:
     ```python
@@ -541,25 +540,14 @@ def prepare_amazon2018(
      'data/train/Tools_5_1996-10-2018-11.csv', 'data/valid/Tools_5_1996-10-2018-11.csv']
     ```
     """
-    interactions, items = read_amazon2018(reviews, meta, description=description, block_bytes=block_bytes)
-    prepared = prepare_interactions(interactions, items, config, **overrides)
-    return write_layout(prepared, out_dir, category, progress=progress)
+    return _prepare_amazon(read_amazon2018, reviews, meta, category, out_dir, config, **options)
 
 
-def prepare_amazon2023(
-    reviews: str | os.PathLike,
-    meta: str | os.PathLike,
-    category: str,
-    out_dir: str | os.PathLike,
-    config: PrepareConfig | None = None,
-    description: bool = False,
-    progress: bool = True,
-    block_bytes: int | None = None,
-    **overrides,
-) -> dict[str, Path]:
+def prepare_amazon2023(reviews: str | os.PathLike, meta: str | os.PathLike, category: str, out_dir: str | os.PathLike,
+                       config: PrepareConfig | None = None, **options) -> dict[str, Path]:
     """Amazon Reviews 2023 JSONL files (`read_amazon2023`: reviews with `user_id, parent_asin, rating, timestamp` in
     milliseconds, metadata with `parent_asin, title`) to the D3/ReRe layout under `out_dir`; items are parent ASINs
-    and the written timestamps are seconds. Returns the written paths.
+    and the written timestamps are seconds. Options as `prepare_amazon2018`'s. Returns the written paths.
 
     Example:
     ```python
@@ -575,9 +563,7 @@ def prepare_amazon2023(
     'Lamps_5_2017-7-2017-8.txt'
     ```
     """
-    interactions, items = read_amazon2023(reviews, meta, description=description, block_bytes=block_bytes)
-    prepared = prepare_interactions(interactions, items, config, **overrides)
-    return write_layout(prepared, out_dir, category, progress=progress)
+    return _prepare_amazon(read_amazon2023, reviews, meta, category, out_dir, config, **options)
 
 
 def prepare_table(

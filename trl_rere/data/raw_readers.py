@@ -206,27 +206,30 @@ def _check_required(frame, path: str, required: Sequence[str], what: str):
     return frame
 
 
+def _read_amazon(reviews, meta, description, block_bytes, user: str, item: str, rating: str, time: str, ms: bool):
+    pl = require_polars()
+    fields = {user: "string", item: "string", rating: "number", time: "integer"}
+    interactions = read_json_lines(reviews, fields, list(fields), "reviews", [user, item], block_bytes).select(
+        pl.col(user).alias("user"),
+        pl.col(item).alias("item"),
+        pl.col(rating).alias("rating"),
+        (pl.col(time) // 1000 if ms else pl.col(time)).alias("timestamp"),
+    )
+    meta_fields = {item: "string", "title": "string"} | ({"description": "strings"} if description else {})
+    items = read_json_lines(meta, meta_fields, [item], "metadata", block_bytes=block_bytes).rename({item: "item"})
+    if description:
+        items = items.rename({"description": "text"})
+    return interactions, items
+
+
 def read_amazon2018(
     reviews: str | os.PathLike, meta: str | os.PathLike, description: bool = False, block_bytes: int | None = None
 ):
     """Reads Amazon Reviews 2018 JSON-lines files: reviews (`reviewerID, asin, overall, unixReviewTime`) and metadata
     (`asin, title`, and `description` if asked). Returns `(interactions, items)`, the frames `prepare_interactions`
     takes: `user, item, rating, timestamp` (seconds) and `item, title[, text]`, in file order."""
-    pl = require_polars()
-    fields = {"reviewerID": "string", "asin": "string", "overall": "number", "unixReviewTime": "integer"}
-    interactions = read_json_lines(
-        reviews, fields, list(fields), "reviews", ["reviewerID", "asin"], block_bytes
-    ).select(
-        pl.col("reviewerID").alias("user"),
-        pl.col("asin").alias("item"),
-        pl.col("overall").alias("rating"),
-        pl.col("unixReviewTime").alias("timestamp"),
-    )
-    meta_fields = {"asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
-    items = read_json_lines(meta, meta_fields, ["asin"], "metadata", block_bytes=block_bytes).rename({"asin": "item"})
-    if description:
-        items = items.rename({"description": "text"})
-    return interactions, items
+    return _read_amazon(reviews, meta, description, block_bytes, "reviewerID", "asin", "overall", "unixReviewTime",
+                        ms=False)
 
 
 def read_amazon2023(
@@ -235,23 +238,8 @@ def read_amazon2023(
     """Reads Amazon Reviews 2023 JSONL files: reviews (`user_id, parent_asin, rating, timestamp` in milliseconds) and
     metadata (`parent_asin, title`, and `description` if asked). Items are parent ASINs; timestamps become seconds
     (floored), so windows and the written `timestamp` columns are in seconds as in the 2018 layout."""
-    pl = require_polars()
-    fields = {"user_id": "string", "parent_asin": "string", "rating": "number", "timestamp": "integer"}
-    interactions = read_json_lines(
-        reviews, fields, list(fields), "reviews", ["user_id", "parent_asin"], block_bytes
-    ).select(
-        pl.col("user_id").alias("user"),
-        pl.col("parent_asin").alias("item"),
-        pl.col("rating"),
-        (pl.col("timestamp") // 1000).alias("timestamp"),
-    )
-    meta_fields = {"parent_asin": "string", "title": "string"} | ({"description": "strings"} if description else {})
-    items = read_json_lines(meta, meta_fields, ["parent_asin"], "metadata", block_bytes=block_bytes).rename(
-        {"parent_asin": "item"}
-    )
-    if description:
-        items = items.rename({"description": "text"})
-    return interactions, items
+    return _read_amazon(reviews, meta, description, block_bytes, "user_id", "parent_asin", "rating", "timestamp",
+                        ms=True)
 
 
 def _read_table_file(path: str, columns: Sequence[str], what: str, option_of: dict[str, str]):

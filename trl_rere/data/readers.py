@@ -175,6 +175,23 @@ def read_json(path: str | os.PathLike, what: str) -> Any:
         raise DataError(f"{path}: line {line}: {why}" if line else f"{path}: {why}") from None
 
 
+def read_item_map(path: str | os.PathLike, what: str) -> dict[int, Any]:
+    """A JSON object keyed by item id (MiniOneRec's `index/*.json` files) as `{item id: value}`; a file that is not
+    such an object, or a key that is not an integer, is a `DataError` naming the file and the key. `what` says what
+    the values are."""
+    path = os.fspath(path)
+    raw = read_json(path, f"a JSON object mapping item ids to {what}")
+    if not isinstance(raw, dict):
+        raise DataError(f"{path}: expected a JSON object mapping item ids to {what}, got {type(raw).__name__}")
+    items = {}
+    for key, value in raw.items():
+        try:
+            items[int(key)] = value
+        except ValueError:
+            raise DataError(f"{path}: key {key!r} is not an item id (an integer)") from None
+    return items
+
+
 # -- file sets --------------------------------------------------------------------------------------------------------
 def _category_of(file_name: str, ext: str) -> str | None:
     """The category key of a `{Category}_5_{dates}{ext}` file name, None for any other name."""

@@ -45,7 +45,7 @@ from .readers import (
     parse_history,
     parse_int,
     read_csv_rows,
-    read_json,
+    read_item_map,
     split_record,
 )
 
@@ -65,15 +65,8 @@ SID_DATA_HELP = (
 def read_sid_index(path: str | os.PathLike) -> dict[int, str]:
     """Reads MiniOneRec's `index/{Category}.index.json` (item id -> list of code tokens) as `{item id: SID string}`."""
     path = os.fspath(path)
-    raw = read_json(path, "a JSON object mapping item ids to code lists")
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a JSON object mapping item ids to code lists, got {type(raw).__name__}")
     index: dict[int, str] = {}
-    for key, codes in raw.items():
-        try:
-            item = int(key)
-        except ValueError:
-            raise DataError(f"{path}: key {key!r} is not an item id (an integer)") from None
+    for item, codes in read_item_map(path, "code lists").items():
         if not isinstance(codes, list) or not codes or not all(isinstance(c, str) for c in codes):
             raise DataError(f"{path}: item {item}: expected a non-empty list of code strings, got {codes!r}")
         sid = "".join(codes)
