@@ -191,26 +191,14 @@ def test_table_gives_the_same_layout(tmp_path, kind):
     assert_same_as_authors(tmp_path / "out")
 
 
+def _prepare_amazon2018(reviews: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, str(ROOT / "examples" / "prepare_data.py"), "amazon2018", "--reviews", str(reviews),
+               "--meta", str(META), "--category", "Tiny", "--out", str(out), *extra]
+    return subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+
+
 def test_command_line_writes_the_authors_files(tmp_path):
-    command = [
-        sys.executable,
-        str(ROOT / "examples" / "prepare_data.py"),
-        "amazon2018",
-        "--reviews",
-        str(REVIEWS),
-        "--meta",
-        str(META),
-        "--category",
-        "Tiny",
-        "--out",
-        str(tmp_path),
-        "--start",
-        "1996-10",
-        "--end",
-        "1998-07",
-        "--no_progress",
-    ]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = _prepare_amazon2018(REVIEWS, tmp_path, "--start", "1996-10", "--end", "1998-07", "--no_progress")
     assert result.returncode == 0, result.stderr
     assert_same_as_authors(tmp_path)
 
@@ -218,20 +206,7 @@ def test_command_line_writes_the_authors_files(tmp_path):
 def test_command_line_reports_a_bad_line_as_a_usage_error(tmp_path):
     bad = tmp_path / "reviews.json"
     bad.write_text(REVIEWS.read_text().replace("\n", "\n{oops\n", 1))
-    command = [
-        sys.executable,
-        str(ROOT / "examples" / "prepare_data.py"),
-        "amazon2018",
-        "--reviews",
-        str(bad),
-        "--meta",
-        str(META),
-        "--category",
-        "Tiny",
-        "--out",
-        str(tmp_path / "out"),
-    ]
-    result = subprocess.run(command, check=False, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    result = _prepare_amazon2018(bad, tmp_path / "out")
     assert result.returncode == 2
     assert f"error: {bad}:2: malformed JSON" in result.stderr
 

@@ -19,8 +19,6 @@ loads polars and numpy, not `datasets`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from .._lazy import lazy_exports
 
 
@@ -69,104 +67,5 @@ _API: dict[str, tuple[str, ...]] = {
 }
 _MODULE_OF, __getattr__, __dir__ = lazy_exports(__name__, _API, globals())
 
-# written out (not derived from _API) so that linters and IDEs read it; a test keeps the two equal
-__all__ = [
-    "ALIGNMENT_TASKS",
-    "AlignmentTask",
-    "CATEGORY_FILE_MARKER",
-    "CATEGORY_NAMES",
-    "DATA_HELP",
-    "DEFAULT_INSTRUCTIONS",
-    "DEFAULT_PROMPT_TEMPLATE",
-    "DataError",
-    "HISTORY_SEPARATOR",
-    "ItemTexts",
-    "LAYOUTS",
-    "Layout",
-    "MAX_HISTORY",
-    "PreparationError",
-    "PrepareConfig",
-    "REQUIRED_COLUMNS",
-    "RL_ALIGNMENT_TASKS",
-    "SID_DATA_HELP",
-    "SID_HISTORY_SEPARATOR",
-    "SID_MAX_HISTORY",
-    "SID_PROMPT_TEMPLATE",
-    "SPLIT_FEATURES",
-    "alignment_prompts",
-    "alignment_sft_dataset",
-    "build_prompt",
-    "build_sid_prompt",
-    "category_name",
-    "find_category_files",
-    "fit_prompt_length",
-    "format_history",
-    "get_alignment_task",
-    "get_layout",
-    "instruction_index",
-    "load_amazon",
-    "load_amazon_split",
-    "load_item_texts",
-    "load_sid_amazon",
-    "load_sid_split",
-    "load_title_amazon",
-    "mix_rl_tasks",
-    "mix_sft_tasks",
-    "prefix_pairs",
-    "prepare_amazon2018",
-    "prepare_amazon2023",
-    "prepare_table",
-    "prompt_token_count",
-    "prompt_token_counts",
-    "read_item_texts",
-    "read_sid_index",
-    "read_sid_info",
-    "sft_dataset",
-    "sid_prefix_pairs",
-    "synthetic_catalog_dataset",
-    "synthetic_sid_dataset",
-    "title_prefix_pairs",
-]
+__all__ = sorted(_MODULE_OF)
 
-
-if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
-    from .alignment import (
-        ALIGNMENT_TASKS,
-        RL_ALIGNMENT_TASKS,
-        AlignmentTask,
-        ItemTexts,
-        alignment_prompts,
-        alignment_sft_dataset,
-        get_alignment_task,
-        load_item_texts,
-        mix_rl_tasks,
-        mix_sft_tasks,
-        read_item_texts,
-    )
-    from .layouts import LAYOUTS, Layout, get_layout, load_amazon
-    from .pairs import prefix_pairs, sid_prefix_pairs, title_prefix_pairs
-    from .prepare import PrepareConfig, prepare_amazon2018, prepare_amazon2023, prepare_table
-    from .prompts import (
-        CATEGORY_NAMES,
-        DEFAULT_INSTRUCTIONS,
-        DEFAULT_PROMPT_TEMPLATE,
-        HISTORY_SEPARATOR,
-        MAX_HISTORY,
-        SID_HISTORY_SEPARATOR,
-        SID_MAX_HISTORY,
-        SID_PROMPT_TEMPLATE,
-        build_prompt,
-        build_sid_prompt,
-        category_name,
-        fit_prompt_length,
-        format_history,
-        instruction_index,
-        prompt_token_count,
-        prompt_token_counts,
-    )
-    from .raw_readers import PreparationError
-    from .readers import CATEGORY_FILE_MARKER, DATA_HELP, SPLIT_FEATURES, DataError, find_category_files
-    from .sft import sft_dataset
-    from .sids import SID_DATA_HELP, load_sid_amazon, load_sid_split, read_sid_index, read_sid_info
-    from .synthetic import synthetic_catalog_dataset, synthetic_sid_dataset
-    from .titles import REQUIRED_COLUMNS, load_amazon_split, load_title_amazon

@@ -562,17 +562,9 @@ def mix_sft_tasks(
     return concatenate_datasets(parts).shuffle(seed=seed).flatten_indices()
 
 
-def mix_rl_tasks(
-    next_item: Dataset,
-    tasks: Sequence[str] | str | None,
-    catalog: ItemCatalog,
-    texts: ItemTexts,
-    *,
-    seed: int = 0,
-    num_rows: dict[str, int | None] | None = None,
-    tokenizer=None,
-    max_prompt_length: int | None = None,
-) -> Dataset:
+def mix_rl_tasks(next_item: Dataset, tasks: Sequence[str] | str | None, catalog: ItemCatalog, texts: ItemTexts, *,
+                 seed: int = 0, num_rows: dict[str, int | None] | None = None, tokenizer=None,
+                 max_prompt_length: int | None = None) -> Dataset:
     """MiniOneRec's RL mix: the next-item rows and the prompts of each task in `tasks` (answered with an item:
     `title2sid`, `description2sid`, `title_history2sid`), shuffled with `seed`, all in the split loaders' columns.
     Each task has MiniOneRec's size unless `num_rows={task: n}` (None: all) says otherwise: `title_history2sid`
