@@ -70,8 +70,8 @@ class SIDStats:
     num_items: int = field(metadata={"help": "Items quantised."})
     levels: int = field(metadata={"help": "Codes per SID."})
     codebook_size: int = field(metadata={"help": "Codes per level."})
-    colliding_items: int = field(metadata={"help": "Items whose raw SID was shared with another item: all but one "
-                                                   "item of each shared SID were moved."})
+    colliding_items: int = field(metadata={"help": "Items whose raw SID another item had too, all but one per shared "
+                                                   "SID (num_items - distinct raw SIDs): the items that were moved."})
     collision_rate: float = field(metadata={"help": "colliding_items / num_items, before resolution."})
     max_items_per_sid: int = field(metadata={"help": "The most items that shared one raw SID."})
     moved_above_last_level: int = field(metadata={"help": "Moved items whose prefix was full, so a code above the "
@@ -346,7 +346,7 @@ def quantize(x: np.ndarray, method: str = "rqkmeans", levels: int = 3, codebook_
 
 # -- distinct SIDs ----------------------------------------------------------------------------------------------------
 def resolve_collisions(rc: ResidualCodes) -> tuple[np.ndarray, int, int, int]:
-    """Makes every row of `rc.codes` distinct; returns (codes, colliding items, largest group, moved above the last
+    """Makes every row of `rc.codes` distinct; returns (codes, items moved, largest group, moved above the last
     level).
 
     In each group of items with the same codes, the item nearest to the group's reconstruction keeps them; each other
@@ -362,7 +362,7 @@ def resolve_collisions(rc: ResidualCodes) -> tuple[np.ndarray, int, int, int]:
         groups[row].append(i)
     used: set[tuple] = set(groups)
     under = Counter(key[:lv] for key in used for lv in range(levels))
-    colliding = sum(len(g) for g in groups.values() if len(g) > 1)
+    colliding = n - len(groups)
     largest = max(len(g) for g in groups.values())
 
     def last_dist(i):
