@@ -65,6 +65,8 @@ def parse_args(argv=None):
     p.add_argument("--sets", default=",".join(SETS))
     p.add_argument("--seeds", default="0,1,2", help="SFT seeds (comma list)")
     p.add_argument("--sid_seed", type=int, default=0, help="seed of the SID construction")
+    p.add_argument("--levels", type=int, default=3, help="levels of trl-rere's SIDs")
+    p.add_argument("--codebook_size", type=int, default=256, help="codes per level of trl-rere's SIDs")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny SFT and evaluation (repro_sid's --quick); no page")
@@ -106,14 +108,15 @@ def build_sets(a, names) -> dict[str, tuple[Path, dict | None]]:
         if name == "minionerec":
             folders[name] = (Path(a.data_dir), None)
             continue
-        out = work / f"sids-{name}-seed{a.sid_seed}"
+        out = work / f"sids-{name}-{a.levels}x{a.codebook_size}-seed{a.sid_seed}"
         stats_file = out / "sid_stats.json"
         if not stats_file.exists():
             src = title_layout(Path(a.data_dir), work / "title-layout")
             t0 = time.time()
-            stats = make_sid_dataset(src, CATEGORY, out, method=METHOD[name], encoder="tfidf", levels=3,
-                                     codebook_size=256, seed=a.sid_seed,
-                                     metadata=Path(a.data_dir) / "index" / f"{CATEGORY}.item.json")
+            meta = Path(a.data_dir) / "index" / f"{CATEGORY}.item.json"
+            stats = make_sid_dataset(src, CATEGORY, out, method=METHOD[name], encoder="tfidf", levels=a.levels,
+                                     codebook_size=a.codebook_size, seed=a.sid_seed,
+                                     metadata=meta if meta.exists() else None)
             stats_file.write_text(json.dumps({**asdict(stats), "build_s": time.time() - t0}))
             log(f"{name}: {stats.to_text()} ({time.time() - t0:.0f}s)")
         folders[name] = (out, json.loads(stats_file.read_text()))

@@ -276,7 +276,8 @@ def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, seed: int = 
                     balanced: bool = False) -> ResidualCodes:
     """Residual k-means: level 1 clusters the vectors, each next level clusters what the previous levels left over.
 
-    With fewer distinct vectors than `codebook_size`, a level has as many codes as there are vectors."""
+    With fewer distinct vectors than `codebook_size`, a level clusters them into as many codes as there are vectors
+    and fills its codebook with copies of those centroids, so that every level still offers `codebook_size` codes."""
     from tqdm.auto import tqdm
 
     r = x.astype(np.float64).copy()
@@ -284,6 +285,8 @@ def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, seed: int = 
     for level in tqdm(range(levels), desc="residual k-means" + (" (balanced)" if balanced else ""), leave=False):
         k = min(codebook_size, len(np.unique(r.round(12), axis=0)))
         c, labels = _kmeans(r, k, seed + level, balanced)
+        if k < codebook_size:  # repeated centroids: codes that collision resolution can still hand out
+            c = np.concatenate([c, c[np.arange(codebook_size - k) % k]])
         codes[:, level], r = labels, r - c[labels]
         cents.append(c)
     return ResidualCodes(x.astype(np.float64), codes, cents)
@@ -428,8 +431,6 @@ def build_semantic_ids(embeddings: np.ndarray, method: str = "rqkmeans", levels:
         raise ValueError(f"{len(x)} items do not fit in {levels} levels x {codebook_size} codes "
                          f"({codebook_size ** levels} SIDs): raise --codebook_size or --levels")
     rc = quantize(x, method, levels, codebook_size, seed, **kwargs)
-    if math.prod(len(c) for c in rc.centroids) < len(x):
-        raise ValueError(f"the embeddings have too few distinct rows to give {len(x)} items distinct SIDs")
     codes, colliding, largest, above = resolve_collisions(rc)
     stats = SIDStats(
         num_items=len(x), levels=levels, codebook_size=codebook_size, colliding_items=colliding,
