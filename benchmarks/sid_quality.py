@@ -70,12 +70,19 @@ def parse_args(argv=None):
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="tiny SFT and evaluation (repro_sid's --quick); no page")
+    p.add_argument("--eval_users", type=int, default=None, help="test users ranked (a seeded sample; default: "
+                   "repro_sid's, all 4,533)")
+    p.add_argument("--sft_epochs", type=float, default=None, help="at most this many SFT epochs (default: repro_sid's)")
     p.add_argument("--build_only", action="store_true", help="build the SID folders and stop")
     p.add_argument("--report_only", action="store_true", help="merge cached results, compute nothing")
     a = p.parse_args(argv)
     # the SFT recipe: repro_sid's own defaults (or its --quick configuration)
     a.recipe = repro_sid.parse_args(["--quick"] if a.quick else [])
     a.recipe.device, a.recipe.threads = a.device, a.threads
+    if a.eval_users is not None:
+        a.recipe.eval_users = a.eval_users
+    if a.sft_epochs is not None:
+        a.recipe.sft_epochs = a.sft_epochs
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
     return a

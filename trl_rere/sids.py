@@ -89,6 +89,15 @@ class SIDStats:
                 f"codebook usage per level: {usage}; distinct prefixes per length: {self.prefix_usage}")
 
 
+def _require(module: str, package: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImportError(f"this step needs {package}: pip install {package} (or pip install 'trl-rere[sids]')") from None
+
+
 # -- item texts -------------------------------------------------------------------------------------------------------
 def _text_of(record: dict, fields=TEXT_FIELDS) -> str:
     parts = []
@@ -197,6 +206,7 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, dim: int = 256
     if not texts:
         raise ValueError("no item texts to embed")
     if encoder == "tfidf":
+        _require("sklearn", "scikit-learn")
         from sklearn.decomposition import TruncatedSVD
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.preprocessing import normalize
@@ -225,7 +235,8 @@ def embed_texts(texts: list[str], encoder: str = DEFAULT_ENCODER, dim: int = 256
         from sentence_transformers import SentenceTransformer
     except ImportError:
         raise ImportError(f"encoder {encoder!r} is a sentence-transformers model, which needs `pip install "
-                          f"sentence-transformers` (or use --encoder tfidf, or a .npy array)") from None
+                          f"sentence-transformers` (or pip install 'trl-rere[sids]'; or use --encoder tfidf, or a .npy "
+                          f"array)") from None
     model = SentenceTransformer(encoder, device="cpu" if not _cuda() else None)
     x = model.encode(texts, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=True,
                      convert_to_numpy=True)
@@ -257,7 +268,7 @@ class ResidualCodes:
 
 def _kmeans(x: np.ndarray, k: int, seed: int, balanced: bool) -> tuple[np.ndarray, np.ndarray]:
     if balanced:
-        from k_means_constrained import KMeansConstrained
+        KMeansConstrained = _require("k_means_constrained", "k-means-constrained").KMeansConstrained
 
         n = len(x)
         # balanced as MiniOneRec's constrained RQ-KMeans: every cluster holds about n / k items
@@ -265,8 +276,7 @@ def _kmeans(x: np.ndarray, k: int, seed: int, balanced: bool) -> tuple[np.ndarra
                                n_init=1, max_iter=100)
         labels = km.fit_predict(x.astype(np.float64))
         return km.cluster_centers_.astype(np.float64), labels.astype(np.int64)
-    from sklearn.cluster import KMeans
-
+    KMeans = _require("sklearn.cluster", "scikit-learn").KMeans
     km = KMeans(n_clusters=k, random_state=seed, n_init=1, max_iter=100)
     labels = km.fit_predict(x.astype(np.float64))
     return km.cluster_centers_.astype(np.float64), labels.astype(np.int64)
