@@ -219,3 +219,22 @@ def test_sid_quality_benchmark_quick_on_a_tiny_folder(tmp_path):
     users = [r["n_test"] for runs in results.values() for r in runs]
     assert users == [12, 12]
     assert not (tmp_path / "work" / "quick" / "title-layout").joinpath("index").exists()
+
+
+@pytest.mark.slow
+def test_toys_smoke_reads_the_written_sid_layout(tmp_path):
+    """`examples/toys.py --smoke --item_format sid` trains and ranks on a folder written by `prepare_data.py sids`."""
+    src = write_amazon_folder(tmp_path / "titles", category="Industrial_and_Scientific", splits=("valid", "test"),
+                              users_per_split=24)
+    make_sid_dataset(src, "Industrial_and_Scientific", tmp_path / "sids", encoder="tfidf", levels=2, codebook_size=8)
+    env = {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
+           "TOKENIZERS_PARALLELISM": "false", "TRL_EXPERIMENTAL_SILENCE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1", "--num_machines", "1",
+         "--mixed_precision", "no", "--dynamo_backend", "no", "--cpu", str(REPO / "examples" / "toys.py"), "--smoke",
+         "--item_format", "sid", "--data_dir", str(tmp_path / "sids"), "--output_dir", str(tmp_path / "run"),
+         "--smoke_sft_steps", "5", "--max_eval_samples", "8"],
+        capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    assert "catalog 32 items" in proc.stdout
+    assert "| metric | before RL | after RL | random ranking |" in proc.stdout
