@@ -164,6 +164,13 @@ def test_metadata_errors_name_the_file_and_line(tmp_path):
     no_id.write_text('{"title": "x"}\n')
     with pytest.raises(DataError, match=r"noid.jsonl:1: expected a JSON object with an 'item_id'"):
         read_item_metadata(no_id)
+    lines = tmp_path / "lines.json"  # JSON lines under a .json name
+    lines.write_text('{"item_id": 0, "title": "x"}\n{"item_id": 1, "title": "y"}\n')
+    assert sorted(read_item_metadata(lines)) == [0, 1]
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"0": {"title": "x"},')
+    with pytest.raises(DataError, match="broken.json: not valid JSON"):
+        read_item_metadata(broken)
     with pytest.raises(FileNotFoundError, match="nothere.json"):
         read_item_metadata(tmp_path / "nothere.json")
 

@@ -121,29 +121,37 @@ def read_item_metadata(path: str | os.PathLike) -> dict[int, dict]:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"item metadata file not found: {path}")
     with open(path, encoding="utf-8") as f:
-        head = f.read(1 << 16).lstrip()
-        f.seek(0)
-        records: dict[int, dict] = {}
-        if path.endswith(".jsonl") or (head.startswith("{") and "\n{" in head and not head.startswith("{\n")):
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise DataError(f"{path}:{lineno}: not valid JSON ({e})") from None
-                if not isinstance(rec, dict) or "item_id" not in rec:
-                    raise DataError(f"{path}:{lineno}: expected a JSON object with an 'item_id' field")
-                try:
-                    records[int(rec["item_id"])] = rec
-                except (TypeError, ValueError):
-                    raise DataError(f"{path}:{lineno}: item_id {rec['item_id']!r} is not an integer") from None
-            return records
+        text = f.read()
+    raw = None
+    if not path.endswith(".jsonl"):
         try:
-            raw = json.load(f)
+            raw = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}: not valid JSON ({e}); expected {{item id: {{title, description, ...}}}} or "
-                            f"JSON lines with an item_id field") from None
+            if e.msg != "Extra data":  # "Extra data": a first complete object, then more: JSON lines
+                raise DataError(f"{path}: not valid JSON ({e}); expected {{item id: {{title, description, ...}}}} "
+                                f"or JSON lines with an item_id field") from None
+    if raw is None:
+        records: dict[int, dict] = {}
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise DataError(f"{path}:{lineno}: not valid JSON ({e})") from None
+            if not isinstance(rec, dict) or "item_id" not in rec:
+                raise DataError(f"{path}:{lineno}: expected a JSON object with an 'item_id' field")
+            try:
+                item = int(rec["item_id"])
+            except (TypeError, ValueError):
+                raise DataError(f"{path}:{lineno}: item_id {rec['item_id']!r} is not an integer") from None
+            if item in records:
+                raise DataError(f"{path}:{lineno}: item_id {item} appears twice")
+            records[item] = rec
+        if not records:
+            raise DataError(f"{path}: no item records")
+        return records
+    records = {}
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object keyed by item id, got {type(raw).__name__}")
     for key, rec in raw.items():
@@ -488,7 +496,8 @@ def write_sid_layout(data_dir: str | os.PathLike, category: str, out: str | os.P
         json.dump({str(i): {k: v for k, v in records[i].items()} for i in item_ids}, f, ensure_ascii=False, indent=1)
     with open(written["info"], "w", encoding="utf-8") as f:
         for i in item_ids:
-            f.write(f"{sid_of[i]}\t{records[i]['title']}\t{i}\n")
+            title = " ".join(str(records[i]["title"]).split())  # one line, no tabs: the info file's fields
+            f.write(f"{sid_of[i]}\t{title}\t{i}\n")
     for split in splits:
         src, dst = files[split], out / split / f"{stem}.csv"
         with open(src, encoding="utf-8", newline="") as fin, open(dst, "w", encoding="utf-8", newline="") as fout:
