@@ -23,7 +23,6 @@ Results are cached per (set, seed) under --work_dir, so seeds and sets can run i
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime
 import json
 import random
@@ -34,17 +33,15 @@ import warnings
 from dataclasses import asdict
 from pathlib import Path
 
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import repro_industrial as ri  # noqa: E402
-import repro_sid  # noqa: E402
-import torch  # noqa: E402
-from repro_industrial import _key, hardware, lean_sft, log, mean_se, paired_difference  # noqa: E402
+import repro_industrial as ri
+import repro_sid
+import torch
+from repro_industrial import _key, hardware, lean_sft, log, paired_difference
 
-from trl_rere.data import load_amazon  # noqa: E402
-from trl_rere.trie import ItemTrie  # noqa: E402
-
+from trl_rere.data import load_amazon
+from trl_rere.trie import ItemTrie
 
 REPO = ri.REPO
 CATEGORY = "Industrial_and_Scientific"
@@ -184,8 +181,8 @@ def per_user(runs, metric: str) -> list[float]:
 
 
 def render(results, stats, a) -> str:
-    lines = ["| SID set | collisions before resolution | codebook usage a/b/c | SFT seeds | HR@10 | NDCG@10 | "
-             "Δ HR@10 vs MiniOneRec (paired SE) | Δ NDCG@10 vs MiniOneRec (paired SE) | SFT s (mean) |",
+    lines = [("| SID set | collisions before resolution | codebook usage a/b/c | SFT seeds | HR@10 | NDCG@10 | "
+             "Δ HR@10 vs MiniOneRec (paired SE) | Δ NDCG@10 vs MiniOneRec (paired SE) | SFT s (mean) |"),
              "|---|---|---|---|---|---|---|---|---|"]
     base = results.get("minionerec")
     for name, runs in results.items():
@@ -208,12 +205,12 @@ def render(results, stats, a) -> str:
         lines.append("| " + " | ".join(cells) + " |")
     n = next(iter(results.values()))[0]["n_test"] if results else 0
     hw = next(iter(results.values()))[0].get("hardware", hardware(a.device)) if results else hardware(a.device)
-    lines += ["", f"- {n} test users (MiniOneRec's test split), the same users for every set; HR@10 / NDCG@10 are "
+    lines += ["", (f"- {n} test users (MiniOneRec's test split), the same users for every set; HR@10 / NDCG@10 are "
               f"means over the SFT seeds (± their standard deviation); the paired differences use each user's metric "
-              f"averaged over the seeds.",
-              f"- SFT recipe: `benchmarks/repro_sid.py`'s (model {a.recipe.hidden} wide x {a.recipe.layers} layers "
+              f"averaged over the seeds."),
+              (f"- SFT recipe: `benchmarks/repro_sid.py`'s (model {a.recipe.hidden} wide x {a.recipe.layers} layers "
               f"from scratch, at most {a.recipe.sft_epochs:g} epochs, lr {a.recipe.sft_lr:g}, batch "
-              f"{a.recipe.sft_batch}, {a.recipe.dev_users} dev users for early stopping), {a.recipe.eval_beams} beams.",
+              f"{a.recipe.sft_batch}, {a.recipe.dev_users} dev users for early stopping), {a.recipe.eval_beams} beams."),
               f"- Hardware: {hw}."]
     return "\n".join(lines)
 

@@ -53,7 +53,6 @@ import numpy as np
 from .catalog import ItemCatalog
 from .data import DataError, find_category_files
 
-
 logger = logging.getLogger(__name__)
 
 METHODS = ("rqkmeans", "rqkmeans-balanced", "rqvae")
@@ -546,6 +545,20 @@ def make_sid_dataset(data_dir: str | os.PathLike, category: str, out: str | os.P
     return stats
 
 
-__all__ = ["SIDStats", "ResidualCodes", "read_item_metadata", "read_item_texts", "embed_texts", "residual_kmeans",
-           "rqvae", "quantize", "resolve_collisions", "sid_strings", "build_semantic_ids", "write_sid_layout",
-           "make_sid_dataset", "METHODS", "DEFAULT_ENCODER"]
+__all__ = [
+    "DEFAULT_ENCODER",
+    "METHODS",
+    "ResidualCodes",
+    "SIDStats",
+    "build_semantic_ids",
+    "embed_texts",
+    "make_sid_dataset",
+    "quantize",
+    "read_item_metadata",
+    "read_item_texts",
+    "residual_kmeans",
+    "resolve_collisions",
+    "rqvae",
+    "sid_strings",
+    "write_sid_layout",
+]
