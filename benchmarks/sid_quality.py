@@ -182,7 +182,7 @@ def per_user(runs, metric: str) -> list[float]:
 
 def render(results, stats, a) -> str:
     lines = [("| SID set | collisions before resolution | codebook usage a/b/c | SFT seeds | HR@10 | NDCG@10 | "
-             "Δ HR@10 vs MiniOneRec (paired SE) | Δ NDCG@10 vs MiniOneRec (paired SE) | SFT s (mean) |"),
+             "Δ HR@10 vs MiniOneRec (paired SE) | Δ NDCG@10 vs MiniOneRec (paired SE) | SFT s / eval s (mean) |"),
              "|---|---|---|---|---|---|---|---|---|"]
     base = results.get("minionerec")
     for name, runs in results.items():
@@ -201,7 +201,8 @@ def render(results, stats, a) -> str:
             d, se = paired_difference(per_user(runs, metric), per_user(base, metric))
             verdict = " **better by > 2 SE**" if d > 2 * se else (" worse by > 2 SE" if d < -2 * se else "")
             cells.append(f"{d:+.4f} ({se:.4f}){verdict}")
-        cells.append(f"{statistics.fmean(r['sft_s'] for r in runs):.0f}")
+        cells.append(f"{statistics.fmean(r['sft_s'] for r in runs):.0f} / "
+                     f"{statistics.fmean(r['eval_s'] for r in runs):.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     n = next(iter(results.values()))[0]["n_test"] if results else 0
     hw = next(iter(results.values()))[0].get("hardware", hardware(a.device)) if results else hardware(a.device)
@@ -212,6 +213,10 @@ def render(results, stats, a) -> str:
               f"from scratch, at most {a.recipe.sft_epochs:g} epochs, lr {a.recipe.sft_lr:g}, batch "
               f"{a.recipe.sft_batch}, {a.recipe.dev_users} dev users for early stopping), {a.recipe.eval_beams} beams."),
               f"- Hardware: {hw}."]
+    built = [f"{n} {st['build_s']:.0f}s" for n, st in stats.items() if "build_s" in st]
+    if built:
+        lines.append(f"- SID construction (TF-IDF + SVD 256 + quantisation + collision resolution + writing the "
+                     f"layout): {', '.join(built)}.")
     return "\n".join(lines)
 
 
