@@ -213,6 +213,10 @@ def render(results, stats, a) -> str:
               f"from scratch, at most {a.recipe.sft_epochs:g} epochs, lr {a.recipe.sft_lr:g}, batch "
               f"{a.recipe.sft_batch}, {a.recipe.dev_users} dev users for early stopping), {a.recipe.eval_beams} beams."),
               f"- Hardware: {hw}."]
+    if a.eval_users is not None or a.sft_epochs is not None:
+        full = repro_sid.parse_args([])
+        lines.append(f"- Reduced run: {a.recipe.sft_epochs:g} SFT epochs (repro_sid: at most {full.sft_epochs:g}, "
+                     f"best epoch kept), {n} test users (repro_sid: all); not the full recipe.")
     built = [f"{n} {st['build_s']:.0f}s" for n, st in stats.items() if "build_s" in st]
     if built:
         lines.append(f"- SID construction (TF-IDF + SVD 256 + quantisation + collision resolution + writing the "
@@ -245,7 +249,8 @@ def main(argv=None):
     table = render(results, stats, a)
     print(table)
     if not a.quick:
-        cmd = "python benchmarks/sid_quality.py " + " ".join(sys.argv[1:] if argv is None else argv)
+        args = [x for x in (sys.argv[1:] if argv is None else argv) if x != "--report_only"]  # the computing command
+        cmd = "python benchmarks/sid_quality.py " + " ".join(args)
         PAGE.write_text(f"# SID quality: trl-rere's semantic IDs against MiniOneRec's (Industrial)\n\n"
                         f"`{cmd.strip()}`, {datetime.date.today()}, SID construction on 2 CPU cores, 24 GiB.\n\n"
                         f"{table}\n")
