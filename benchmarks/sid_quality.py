@@ -50,8 +50,9 @@ SETS = {
     "minionerec": "MiniOneRec's published SIDs",
     "tfidf-rqkmeans": "trl-rere: TF-IDF + residual k-means",
     "tfidf-balanced": "trl-rere: TF-IDF + balanced residual k-means",
+    "tfidf-coarse": "trl-rere: TF-IDF + residual k-means, 64 first-level codes",
 }
-METHOD = {"tfidf-rqkmeans": "rqkmeans", "tfidf-balanced": "rqkmeans-balanced"}
+METHOD = {"tfidf-rqkmeans": "rqkmeans", "tfidf-balanced": "rqkmeans-balanced", "tfidf-coarse": "rqkmeans"}
 
 
 def parse_args(argv=None):
@@ -59,7 +60,7 @@ def parse_args(argv=None):
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data" / "minionerec"))
     p.add_argument("--work_dir", default=str(REPO / "benchmarks" / "_work" / "sid_quality"))
-    p.add_argument("--sets", default=",".join(SETS))
+    p.add_argument("--sets", default="minionerec,tfidf-rqkmeans,tfidf-balanced", help=f"from {', '.join(SETS)}")
     p.add_argument("--seeds", default="0,1,2", help="SFT seeds (comma list)")
     p.add_argument("--sid_seed", type=int, default=0, help="seed of the SID construction")
     p.add_argument("--levels", type=int, default=3, help="levels of trl-rere's SIDs")
@@ -118,8 +119,11 @@ def build_sets(a, names) -> dict[str, tuple[Path, dict | None]]:
             src = title_layout(Path(a.data_dir), work / "title-layout")
             t0 = time.time()
             meta = Path(a.data_dir) / "index" / f"{CATEGORY}.item.json"
+            sizes = a.codebook_size
+            if name == "tfidf-coarse":  # a coarse first level, as MiniOneRec's index has (48 first codes in use)
+                sizes = [max(2, a.codebook_size // 4)] + [a.codebook_size] * (a.levels - 1)
             stats = make_sid_dataset(src, CATEGORY, out, method=METHOD[name], encoder="tfidf", levels=a.levels,
-                                     codebook_size=a.codebook_size, seed=a.sid_seed,
+                                     codebook_size=sizes, seed=a.sid_seed,
                                      metadata=meta if meta.exists() else None)
             stats_file.write_text(json.dumps({**asdict(stats), "build_s": time.time() - t0}))
             log(f"{name}: {stats.to_text()} ({time.time() - t0:.0f}s)")

@@ -35,7 +35,8 @@ def sids(argv=None, prog="prepare_data.py sids") -> int:
                    "row per item in item-id order")
     p.add_argument("--metadata", default=None, help="item texts: {item id: {title, description, ...}} JSON or JSONL")
     p.add_argument("--levels", type=int, default=3)
-    p.add_argument("--codebook_size", type=int, default=256)
+    p.add_argument("--codebook_size", default="256",
+                   help="codes per level: one number, or one per level separated by commas (e.g. 64,256,256)")
     p.add_argument("--dim", type=int, default=256, help="TF-IDF: SVD components")
     p.add_argument("--seed", type=int, default=0)
     a = p.parse_args(argv)
@@ -43,8 +44,14 @@ def sids(argv=None, prog="prepare_data.py sids") -> int:
     from trl_rere.sids import make_sid_dataset
 
     try:
+        sizes = [int(k) for k in a.codebook_size.split(",")]
+    except ValueError:
+        p.error(f"--codebook_size must be a number or comma-separated numbers, got {a.codebook_size!r}")
+    codebook_size = sizes[0] if len(sizes) == 1 else sizes
+
+    try:
         stats = make_sid_dataset(a.data_dir, a.category, a.out, method=a.method, encoder=a.encoder, levels=a.levels,
-                                 codebook_size=a.codebook_size, seed=a.seed, metadata=a.metadata, dim=a.dim)
+                                 codebook_size=codebook_size, seed=a.seed, metadata=a.metadata, dim=a.dim)
     except (FileNotFoundError, ValueError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr, flush=True)
         return 2

@@ -66,6 +66,15 @@ def test_different_seeds_can_differ_but_each_is_valid():
     assert len(set(a)) == len(set(b)) == len(x)
 
 
+def test_a_codebook_size_per_level():
+    x = clustered()
+    sids, stats = build_semantic_ids(x, "rqkmeans", levels=2, codebook_size=[2, 32], seed=0)
+    assert len(set(sids)) == len(x) and {s[: s.index(">") + 1] for s in sids} == {"<a_0>", "<a_1>"}
+    assert stats.codebook_size == [2, 32] and stats.usage_per_level[0] == 1.0
+    with pytest.raises(ValueError, match="one per level"):
+        build_semantic_ids(x, levels=3, codebook_size=[4, 4])
+
+
 def test_bad_quantiser_arguments_are_refused():
     x = clustered()
     with pytest.raises(ValueError, match=r"48 items do not fit in 2 levels x 4 codes \(16 SIDs\)"):

@@ -68,14 +68,14 @@ class SIDStats:
 
     num_items: int = field(metadata={"help": "Items quantised."})
     levels: int = field(metadata={"help": "Codes per SID."})
-    codebook_size: int = field(metadata={"help": "Codes per level."})
+    codebook_size: int | list[int] = field(metadata={"help": "Codes per level (one number, or one per level)."})
     colliding_items: int = field(metadata={"help": "Items whose raw SID another item had too, all but one per shared "
                                                    "SID (num_items - distinct raw SIDs): the items that were moved."})
     collision_rate: float = field(metadata={"help": "colliding_items / num_items, before resolution."})
     max_items_per_sid: int = field(metadata={"help": "The most items that shared one raw SID."})
     moved_above_last_level: int = field(metadata={"help": "Moved items whose prefix was full, so a code above the "
                                                           "last level changed too."})
-    usage_per_level: list[float] = field(metadata={"help": "Distinct codes used / codebook_size, per level, after "
+    usage_per_level: list[float] = field(metadata={"help": "Distinct codes used / the level's codes, per level, after "
                                                            "resolution."})
     prefix_usage: list[int] = field(metadata={"help": "Distinct prefixes of length 1..levels after resolution "
                                                       "(the last is num_items: every SID distinct)."})
@@ -289,7 +289,16 @@ def _kmeans(x: np.ndarray, k: int, seed: int, balanced: bool) -> tuple[np.ndarra
     return km.cluster_centers_.astype(np.float64), labels.astype(np.int64)
 
 
-def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, seed: int = 0,
+def level_sizes(codebook_size: int | list[int] | tuple[int, ...], levels: int) -> list[int]:
+    """Codes per level: `codebook_size` for every level, or one number per level (e.g. a coarse first level)."""
+    sizes = [codebook_size] * levels if isinstance(codebook_size, int) else list(codebook_size)
+    if len(sizes) != levels or not all(isinstance(k, int) and not isinstance(k, bool) and k >= 2 for k in sizes):
+        raise ValueError(f"codebook_size must be an integer >= 2 or {levels} of them (one per level), got "
+                         f"{codebook_size!r}")
+    return sizes
+
+
+def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int | list[int], seed: int = 0,
                     balanced: bool = False) -> ResidualCodes:
     """Residual k-means: level 1 clusters the vectors, each next level clusters what the previous levels left over.
 
@@ -299,11 +308,13 @@ def residual_kmeans(x: np.ndarray, levels: int, codebook_size: int, seed: int = 
 
     r = x.astype(np.float64).copy()
     codes, cents = np.zeros((len(x), levels), dtype=np.int64), []
+    sizes = level_sizes(codebook_size, levels)
     for level in tqdm(range(levels), desc="residual k-means" + (" (balanced)" if balanced else ""), leave=False):
-        k = min(codebook_size, len(np.unique(r.round(12), axis=0)))
+        size = sizes[level]
+        k = min(size, len(np.unique(r.round(12), axis=0)))
         c, labels = _kmeans(r, k, seed + level, balanced)
-        if k < codebook_size:  # repeated centroids: codes that collision resolution can still hand out
-            c = np.concatenate([c, c[np.arange(codebook_size - k) % k]])
+        if k < size:  # repeated centroids: codes that collision resolution can still hand out
+            c = np.concatenate([c, c[np.arange(size - k) % k]])
         codes[:, level], r = labels, r - c[labels]
         cents.append(c)
     return ResidualCodes(x.astype(np.float64), codes, cents)
@@ -442,17 +453,16 @@ def build_semantic_ids(embeddings: np.ndarray, method: str = "rqkmeans", levels:
         raise ValueError(f"embeddings must be a non-empty 2-D array (items x dimensions), got shape {x.shape}")
     if not (isinstance(levels, int) and 1 <= levels <= len(LEVEL_NAMES)):
         raise ValueError(f"levels must be an integer from 1 to {len(LEVEL_NAMES)}, got {levels!r}")
-    if not (isinstance(codebook_size, int) and codebook_size >= 2):
-        raise ValueError(f"codebook_size must be an integer >= 2, got {codebook_size!r}")
-    if len(x) > codebook_size**levels:
+    sizes = level_sizes(codebook_size, levels)
+    if len(x) > math.prod(sizes):
         raise ValueError(f"{len(x)} items do not fit in {levels} levels x {codebook_size} codes "
-                         f"({codebook_size ** levels} SIDs): raise --codebook_size or --levels")
+                         f"({math.prod(sizes)} SIDs): raise --codebook_size or --levels")
     rc = quantize(x, method, levels, codebook_size, seed, **kwargs)
     codes, colliding, largest, above = resolve_collisions(rc)
     stats = SIDStats(
-        num_items=len(x), levels=levels, codebook_size=codebook_size, colliding_items=colliding,
+        num_items=len(x), levels=levels, codebook_size=codebook_size if isinstance(codebook_size, int) else sizes, colliding_items=colliding,
         collision_rate=colliding / len(x), max_items_per_sid=largest, moved_above_last_level=above,
-        usage_per_level=[len(np.unique(codes[:, lv])) / codebook_size for lv in range(levels)],
+        usage_per_level=[len(np.unique(codes[:, lv])) / sizes[lv] for lv in range(levels)],
         prefix_usage=[len({tuple(r[: lv + 1]) for r in codes.tolist()}) for lv in range(levels)],
     )
     return sid_strings(codes), stats
