@@ -16,7 +16,10 @@ For Amazon Reviews 2018 the rows, item ids and titles are those of the authors' 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
+from pathlib import Path
 
 from trl_rere.data.prepare import (
     TIME_UNITS,
@@ -62,6 +65,21 @@ def run_amazon(args: argparse.Namespace) -> dict:
     prepare = prepare_amazon2018 if args.command == "amazon2018" else prepare_amazon2023
     return prepare(args.reviews, args.meta, args.category, args.out, config_of(args), description=args.description,
                    progress=not args.no_progress, block_bytes=block_bytes(args))
+
+
+def run_sids(args: argparse.Namespace) -> dict:
+    from trl_rere.data.build_sids import make_sid_dataset
+
+    sizes = [int(s) for s in str(args.codebook_size).split(",")]
+    try:
+        stats = make_sid_dataset(args.data_dir, args.category, args.out, method=args.method, encoder=args.encoder,
+                                 levels=args.levels, codebook_size=sizes[0] if len(sizes) == 1 else sizes,
+                                 seed=args.seed, metadata=args.metadata, dim=args.dim)
+    except (FileNotFoundError, ImportError) as error:  # a missing file, or the extra not installed
+        raise ValueError(str(error)) from None
+    print(stats.to_text())
+    print(json.dumps(dataclasses.asdict(stats)))
+    return {"sids": Path(args.out)}
 
 
 def run_table(args: argparse.Namespace) -> dict:
@@ -133,6 +151,26 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common_arguments(sub, None, None)
     sub.set_defaults(run=run_table)
+
+    from trl_rere.data.build_sids import DEFAULT_ENCODER, METHODS
+
+    sub = commands.add_parser("sids", help="Semantic IDs from item text: a title layout to MiniOneRec's layout.")
+    sub.add_argument("--data_dir", required=True, help="Folder with info/ and the split folders (title layout).")
+    sub.add_argument("--category", required=True, help="File-name key, e.g. Industrial_and_Scientific.")
+    sub.add_argument("--out", required=True, help="Output folder (MiniOneRec's layout: index/, info/, the splits).")
+    sub.add_argument("--method", choices=METHODS, default="rqkmeans", help="Residual quantiser.")
+    sub.add_argument("--encoder", default=DEFAULT_ENCODER,
+                     help="A sentence-transformers model (hub name or folder), 'tfidf' (offline), or a .npy array with "
+                     "one row per item in item-id order.")
+    sub.add_argument("--metadata", default=None,
+                     help="Item texts: {item id: {title, description, ...}} JSON (MiniOneRec's index/*.item.json) or "
+                     "JSON lines with item_id (prepare_data.py's text/*.jsonl); default: the titles alone.")
+    sub.add_argument("--levels", type=int, default=3, help="Code levels (tokens per SID).")
+    sub.add_argument("--codebook_size", default="256",
+                     help="Codes per level: one number, or one per level (64,256,256).")
+    sub.add_argument("--dim", type=int, default=256, help="TF-IDF: SVD components.")
+    sub.add_argument("--seed", type=int, default=0, help="Seed of every random choice: same seed, same SIDs.")
+    sub.set_defaults(run=run_sids)
     return parser
 
 

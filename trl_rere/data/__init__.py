@@ -10,6 +10,7 @@ One job per module, imports running one way (`errors`, `readers` and `prompts` a
 - `pairs`: every (history prefix -> next item) pair of a split, with the title or the SID prompt; `sft`: the
   prompt-completion view for SFT; `synthetic`: tiny offline catalogs; `alignment`: MiniOneRec's alignment tasks
   (item texts -> SFT and RL rows).
+- `build_sids`: semantic IDs from item texts (embeddings, residual quantisers, distinct codes) in MiniOneRec's layout.
 - `raw_readers` and `prepare`: raw interactions (Amazon Reviews 2018 / 2023 JSON lines, or a user's own table) to
   the D3/ReRe layout, as the authors' `data/process.py` writes it; `raw_synthetic`: generated raw files.
 
@@ -37,6 +38,7 @@ _API: dict[str, tuple[str, ...]] = {
         "mix_sft_tasks",
         "read_item_texts",
     ),
+    "build_sids": ("SIDStats", "build_semantic_ids", "make_sid_dataset"),
     "layouts": ("LAYOUTS", "Layout", "get_layout", "load_amazon"),
     "pairs": ("prefix_pairs", "sid_prefix_pairs", "title_prefix_pairs"),
     "prepare": ("PrepareConfig", "prepare_amazon2018", "prepare_amazon2023", "prepare_table"),
