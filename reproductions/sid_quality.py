@@ -74,6 +74,7 @@ def parse_args(argv=None):
     p.add_argument("--eval_users", type=int, default=None, help="test users ranked (a seeded sample; default: "
                    "repro_sid's, all 4,533)")
     p.add_argument("--sft_epochs", type=float, default=None, help="at most this many SFT epochs (default: repro_sid's)")
+    p.add_argument("--eval_batch", type=int, default=None, help="prompts per beam search (default: repro_sid's)")
     p.add_argument("--build_only", action="store_true", help="build the SID folders and stop")
     p.add_argument("--report_only", action="store_true", help="merge cached results, compute nothing")
     a = p.parse_args(argv)
@@ -84,6 +85,8 @@ def parse_args(argv=None):
         a.recipe.eval_users = a.eval_users
     if a.sft_epochs is not None:
         a.recipe.sft_epochs = a.sft_epochs
+    if a.eval_batch is not None:
+        a.recipe.eval_batch = a.eval_batch
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
     return a
