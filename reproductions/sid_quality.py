@@ -62,7 +62,7 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data" / "minionerec"))
-    p.add_argument("--work_dir", default=str(REPO / "benchmarks" / "_work" / "sid_quality"))
+    p.add_argument("--work_dir", default=str(REPO / "reproductions" / "_work" / "sid_quality"))
     p.add_argument("--sets", default="minionerec,tfidf-rqkmeans,tfidf-balanced", help=f"from {', '.join(SETS)}")
     p.add_argument("--seeds", default="0,1,2", help="SFT seeds (comma list)")
     p.add_argument("--sid_seed", type=int, default=0, help="seed of the SID construction")
