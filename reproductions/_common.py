@@ -50,6 +50,18 @@ ROWS = {
 }
 
 
+def quiet_torch(threads: int) -> None:
+    """Sets torch's CPU threads and silences the libraries' user warnings and transformers' info logs, which would
+    drown the scripts' own progress lines."""
+    import warnings
+
+    import transformers
+
+    torch.set_num_threads(threads)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    transformers.logging.set_verbosity_error()
+
+
 def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 

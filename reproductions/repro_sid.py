@@ -54,7 +54,6 @@ import random
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 
 
@@ -67,7 +66,7 @@ from benchmarks._results import write_section  # noqa: E402
 from reproductions._common import CATEGORY, REPO, WORK_DIR, config_key, hardware, install_cpu_shims, log  # noqa: E402
 from reproductions._common import cached_sft, encode_examples, lean_sft, new_sft_model, save_sft  # noqa: E402
 from reproductions._common import ROWS as ALL_ROWS  # noqa: E402
-from reproductions._common import rl_curve, run_eval, split_rl_pool  # noqa: E402
+from reproductions._common import quiet_torch, rl_curve, run_eval, split_rl_pool  # noqa: E402
 from reproductions._common import mean_se, metric_cells, paired_difference, per_user_ndcg  # noqa: E402
 from trl_rere.data import SID_PROMPT_TEMPLATE, load_amazon, sid_prefix_pairs  # noqa: E402
 from trl_rere.evaluation import DEFAULT_KS, RankingEvalCallback  # noqa: E402
@@ -429,13 +428,9 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None) -> str:
 
 def main(argv=None):
     a = parse_args(argv)
-    torch.set_num_threads(a.threads)
     a.cpu_shims = "off" if a.quick else "on"  # as repro_industrial: the default suite's --quick runs stock TRL
     install_cpu_shims(a)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
+    quiet_torch(a.threads)
     rows = [r.strip() for r in a.rows.split(",") if r.strip()]
     unknown = [r for r in rows if r not in ROWS]
     if unknown:

@@ -29,7 +29,6 @@ import random
 import statistics
 import sys
 import time
-import warnings
 from dataclasses import asdict
 from pathlib import Path
 
@@ -37,7 +36,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-import torch  # noqa: E402
 
 from reproductions import _common as common  # noqa: E402
 from reproductions import repro_sid  # noqa: E402
@@ -237,11 +235,7 @@ def render(results, stats, a) -> str:
 
 def main(argv=None):
     a = parse_args(argv)
-    torch.set_num_threads(a.threads)
-    warnings.filterwarnings("ignore", category=UserWarning)
-    import transformers
-
-    transformers.logging.set_verbosity_error()
+    common.quiet_torch(a.threads)
     names = [s.strip() for s in a.sets.split(",") if s.strip()]
     unknown = [s for s in names if s not in SETS]
     if unknown:

@@ -497,12 +497,12 @@ def alignment_sft_dataset(
 
     Example:
     ```python
-    >>> from trl_rere.data import alignment_sft_dataset, load_item_texts, load_sid_amazon
+    >>> from trl_rere import data
     >>> from trl_rere.testing import write_minionerec_folder
-    >>> data_dir = write_minionerec_folder("tiny-sid-data")
-    >>> catalog, _ = load_sid_amazon(data_dir, splits=("valid",))
-    >>> texts = load_item_texts(data_dir, "Industrial_and_Scientific")
-    >>> row = alignment_sft_dataset("sid2title", catalog, texts)[0]
+    >>> folder = write_minionerec_folder("tiny-sid-data")
+    >>> catalog = data.load_sid_amazon(folder, splits=("valid",))[0]
+    >>> texts = data.load_item_texts(folder, "Industrial_and_Scientific", catalog)
+    >>> row = data.alignment_sft_dataset("sid2title", catalog, texts)[0]
     >>> row["prompt"].splitlines()[1] == f'What is the title of item "{catalog.title_of(0)}"?', row["completion"]
     (True, 'Item 0\\n')
     ```
