@@ -406,8 +406,11 @@ def test_zero3_trie_sampling_and_ranking_eval(ds_launch, assets, strategy):
         assert res["zero_stage"] == 3 and res["sampling_strategy"] == strategy
         assert res["global_step"] == SAMPLING_STEPS
         check_zero3_sharding(res, lora=False)
-        calls = res["generate_calls"]
+        # training draws by sampling; the ranking evaluation after it runs through the same decoding backend, so its
+        # beam searches follow in the record
+        calls, evaluation = res["generate_calls"][:SAMPLING_STEPS], res["generate_calls"][SAMPLING_STEPS:]
         assert [c["function"] for c in calls] == ["sample_from_trie"] * SAMPLING_STEPS
+        assert all(c["function"] == "generate_beams" for c in evaluation), evaluation
         assert all(c["num_prompts"] == 2 and len(c["beam_lengths"]) == 2 * draws for c in calls), calls
         for g in res["groups"]:
             assert len(g["titles"]) == G and g["valid"] and g["on_trie"], g
