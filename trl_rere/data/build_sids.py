@@ -3,7 +3,7 @@
 The pipeline (`build_semantic_ids` for arrays, `make_sid_dataset` for folders):
 
   text       each item's title, plus description, brand and categories when a metadata file gives them
-             (`read_item_texts`)
+             (`embedding_texts`)
   embedding  `embed_texts`: a sentence-transformers model by name (`Qwen/Qwen3-Embedding-0.6B` by default; the
              package is optional), `"tfidf"` (scikit-learn TF-IDF + truncated SVD, offline) or a `.npy` array
   codes      `quantize`: residual k-means (`"rqkmeans"`, scikit-learn), balanced residual k-means
@@ -52,7 +52,7 @@ import numpy as np
 
 from ..catalog import ItemCatalog
 from .errors import DataError
-from .readers import find_category_files
+from .readers import find_category_files, items_by_id
 
 logger = logging.getLogger(__name__)
 
@@ -151,21 +151,14 @@ def read_item_metadata(path: str | os.PathLike) -> dict[int, dict]:
         if not records:
             raise DataError(f"{path}: no item records")
         return records
-    records = {}
-    if not isinstance(raw, dict):
-        raise DataError(f"{path}: expected a JSON object keyed by item id, got {type(raw).__name__}")
-    for key, rec in raw.items():
-        try:
-            item = int(key)
-        except ValueError:
-            raise DataError(f"{path}: key {key!r} is not an item id (an integer)") from None
+    records = items_by_id(raw, path, "their text fields")
+    for item, rec in records.items():
         if not isinstance(rec, dict):
             raise DataError(f"{path}: item {item}: expected an object of text fields, got {type(rec).__name__}")
-        records[item] = rec
     return records
 
 
-def read_item_texts(
+def embedding_texts(
     data_dir: str | os.PathLike, category: str, metadata: str | os.PathLike | None = None
 ) -> tuple[list[int], list[str], dict[int, dict]]:
     """(item ids in info-file order, their texts, their metadata records) for a title layout (D3/ReRe's
@@ -534,7 +527,7 @@ def write_sid_layout(data_dir: str | os.PathLike, category: str, out: str | os.P
 def make_sid_dataset(data_dir: str | os.PathLike, category: str, out: str | os.PathLike, method: str = "rqkmeans",
                      encoder: str = DEFAULT_ENCODER, levels: int = 3, codebook_size: int = 256, seed: int = 0,
                      metadata: str | os.PathLike | None = None, dim: int = 256) -> SIDStats:
-    """Title layout -> MiniOneRec's SID layout: `read_item_texts`, `embed_texts`, `build_semantic_ids`,
+    """Title layout -> MiniOneRec's SID layout: `embedding_texts`, `embed_texts`, `build_semantic_ids`,
     `write_sid_layout`. Returns the `SIDStats`.
 
     Example:
@@ -549,7 +542,7 @@ def make_sid_dataset(data_dir: str | os.PathLike, category: str, out: str | os.P
     True
     ```
     """
-    ids, texts, records = read_item_texts(data_dir, category, metadata)
+    ids, texts, records = embedding_texts(data_dir, category, metadata)
     emb = embed_texts(texts, encoder, dim=dim, seed=seed)
     sids, stats = build_semantic_ids(emb, method, levels, codebook_size, seed)
     write_sid_layout(data_dir, category, out, ids, sids, records)
@@ -566,7 +559,7 @@ __all__ = [
     "make_sid_dataset",
     "quantize",
     "read_item_metadata",
-    "read_item_texts",
+    "embedding_texts",
     "residual_kmeans",
     "resolve_collisions",
     "rqvae",

@@ -180,7 +180,11 @@ def read_item_map(path: str | os.PathLike, what: str) -> dict[int, Any]:
     such an object, or a key that is not an integer, is a `DataError` naming the file and the key. `what` says what
     the values are."""
     path = os.fspath(path)
-    raw = read_json(path, f"a JSON object mapping item ids to {what}")
+    return items_by_id(read_json(path, f"a JSON object mapping item ids to {what}"), path, what)
+
+
+def items_by_id(raw: Any, path: str, what: str) -> dict[int, Any]:
+    """`read_item_map` of an already parsed document `raw` read from `path`."""
     if not isinstance(raw, dict):
         raise DataError(f"{path}: expected a JSON object mapping item ids to {what}, got {type(raw).__name__}")
     items = {}
