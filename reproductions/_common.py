@@ -83,9 +83,10 @@ def cached_sft(work: Path, sft_cfg: dict, fresh: bool) -> tuple[Path, dict | Non
     return sft_dir, None
 
 
-def new_sft_model(tok, a):
-    """The randomly initialised model SFT starts from, sized by the command line."""
-    return tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=a.sft_seed,
+def new_sft_model(tok, a, seed: int | None = None):
+    """The randomly initialised model SFT starts from, sized by the command line (seed: `a.sft_seed` unless given)."""
+    seed = a.sft_seed if seed is None else seed
+    return tiny_causal_lm(tok, hidden_size=a.hidden, num_layers=a.layers, num_heads=a.heads, seed=seed,
                           intermediate_size=a.intermediate, attn_implementation="sdpa").to(a.device)
 
 
@@ -99,10 +100,13 @@ def save_sft(model, tok, sft_dir: Path, info: dict) -> None:
 
 def encode_examples(tok, data, item_format: str = "title") -> list[tuple[list[int], int]]:
     """(prompt + the item format's completion + EOS token ids, prompt length) per row: what the SFT loss is computed
-    on. The completion is `get_item_format(item_format).render(target)`, as the trie and TRL tokenize it."""
+    on. The completion is `get_item_format(item_format).render(target)`, as the trie and TRL tokenize it, or the
+    `completion` column of prompt-completion rows (`trl_rere.data.sft_dataset`, `mix_sft_tasks`)."""
     fmt = get_item_format(item_format)
     prompts = tok(list(data["prompt"]))["input_ids"]
-    fulls = tok([p + fmt.render(t) for p, t in zip(data["prompt"], data["target"])])["input_ids"]
+    completions = (data["completion"] if "completion" in data.column_names  # prompt-completion rows (mix_sft_tasks)
+                   else [fmt.render(t) for t in data["target"]])
+    fulls = tok([p + c for p, c in zip(data["prompt"], completions)])["input_ids"]
     examples = []
     for prompt, p_ids, full in zip(data["prompt"], prompts, fulls):
         if full[: len(p_ids)] != p_ids:
@@ -250,10 +254,70 @@ def run_eval(model, tok, data, trie, a, out_json: Path, extra: dict) -> dict:
     return result
 
 
-def mean_se(xs: list[float]) -> tuple[float, float]:
+@torch.no_grad()
+def catalog_ranks(model, tok, prompts, targets, trie, chunk: int = 1024) -> list[int]:
+    """The exact 0-based rank of each target among all the trie's items: every item's completion is teacher-forced
+    after the prompt and scored by the sum of its tokens' log-probabilities (normalised over the whole vocabulary,
+    as beam search scores them), and the rank counts the items that score higher. Beam search with `len(trie)` beams
+    finds this ranking; with fewer it may lose the target (a beam-search error), which this exposes.
+
+    Items must have completions of one length (semantic IDs do); the prompt is computed once and its cache repeated
+    over `chunk` items at a time."""
+    import copy
+    import inspect
+
+    items = [trie.title_token_ids(i) for i in range(len(trie))]
+    if len({len(x) for x in items}) != 1:
+        raise ValueError("catalog_ranks needs completions of one length (semantic IDs); the trie's vary")
+    index = {t: i for i, t in enumerate(trie.titles)}
+    device = model.device
+    tokens = torch.tensor(items, device=device)
+    L = tokens.shape[1]
+    model.eval()
+    # transformers renames `past_key_values` to `cache` (5.40 drops the old name)
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    ranks = []
+    for prompt, target in zip(prompts, targets, strict=True):
+        ids = torch.tensor([tok(prompt)["input_ids"]], device=device)
+        out = model(input_ids=ids, use_cache=True)
+        first = torch.log_softmax(out.logits[0, -1].float(), -1)[tokens[:, 0]]
+        rest = []
+        for k in range(0, len(items), chunk):
+            part = tokens[k : k + chunk]
+            cache = copy.deepcopy(out.past_key_values)
+            cache.batch_repeat_interleave(len(part))
+            n = ids.shape[1]
+            logits = model(input_ids=part[:, :-1], **{cache_arg: cache}, use_cache=True,
+                           attention_mask=torch.ones(len(part), n + L - 1, dtype=torch.long, device=device),
+                           position_ids=torch.arange(n, n + L - 1, device=device).expand(len(part), -1)).logits
+            logp = torch.log_softmax(logits.float(), -1).gather(-1, part[:, 1:, None])[..., 0]
+            rest.append(logp.sum(-1))
+        scores = first + torch.cat(rest)
+        ranks.append(int((scores > scores[index[target]]).sum()))
+    return ranks
+
+
+def mean_se(xs: list[float], clusters=None) -> tuple[float, float]:
+    """Mean and its standard error; with `clusters` (one label per value, e.g. the user of each test row), the
+    cluster-robust SE (CR1: rows of one user are not independent draws, so their deviations add up before squaring).
+
+    >>> mean_se([1.0, 3.0])
+    (2.0, 1.0)
+    >>> mean_se([0.0, 2.0, 4.0, 6.0], clusters=["a", "a", "b", "b"])  # two clusters: the SE of two cluster means
+    (3.0, 2.0)
+    """
     m = statistics.fmean(xs)
-    se = statistics.stdev(xs) / math.sqrt(len(xs)) if len(xs) > 1 else 0.0
-    return m, se
+    if len(xs) < 2:
+        return m, 0.0
+    if clusters is None:
+        return m, statistics.stdev(xs) / math.sqrt(len(xs))
+    sums: dict = {}
+    for x, c in zip(xs, clusters, strict=True):
+        sums[c] = sums.get(c, 0.0) + (x - m)
+    g = len(sums)
+    if g < 2:
+        return m, 0.0
+    return m, math.sqrt(g / (g - 1) * sum(v * v for v in sums.values())) / len(xs)
 
 
 def per_user_ndcg(runs, n_users: int) -> list[float]:
@@ -262,9 +326,10 @@ def per_user_ndcg(runs, n_users: int) -> list[float]:
             for u in range(n_users)]
 
 
-def paired_difference(mine: list[float], theirs: list[float]) -> tuple[float, float]:
-    """Mean per-user difference and its standard error (the same users in both rows, so differences are paired)."""
-    return mean_se([a - b for a, b in zip(mine, theirs)])
+def paired_difference(mine: list[float], theirs: list[float], clusters=None) -> tuple[float, float]:
+    """Mean per-row difference and its standard error (the same rows in both, so differences are paired); with
+    `clusters` (the user of each row), clustered by user (`mean_se`)."""
+    return mean_se([a - b for a, b in zip(mine, theirs, strict=True)], clusters)
 
 
 def metric_cells(runs, names) -> list[str]:

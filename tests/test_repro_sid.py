@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 
 from reproductions import repro_sid
@@ -75,10 +76,17 @@ def quick(tmp_path_factory, data_dir):
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc.stdout
 
-    first = run("--test_every_lr")  # every row, seed 0, and every grid lr on the reported users
-    second = run("--rows", "rere", "--seeds", "1")  # one more seed of one row, in its own invocation
+    # every row, seed 0, every grid lr on the reported rows, SFT's seed spread and the beam-error check
+    first = run("--test_every_lr", "--dev_points", "4", "--rows", ",".join([*repro_sid.ROWS, *repro_sid.TASKS]))
+    second = run("--rows", "rere", "--seeds", "1", "--dev_points", "4")  # one more seed of one row, apart
     after = results_md.read_bytes() if results_md.exists() else None
     return work / "quick", first, second, before == after
+
+
+def base_sft_dir(work):
+    """The SFT checkpoint every row but the +align ones starts from (the only one with control runs)."""
+    (sft_dir,) = [p for p in work.glob("sft-*") if p.is_dir() and list(p.glob("sft_ce-*"))]
+    return sft_dir
 
 
 def test_quick_run_reports_every_row(quick):
@@ -108,7 +116,7 @@ def test_rows_and_seeds_run_apart_merge_into_one_table(quick):
 
 def test_each_rl_row_is_tuned_on_dev_users_over_the_same_grid(quick):
     work, first, _, _ = quick
-    (sft_dir,) = [p for p in work.glob("sft-*") if p.is_dir()]
+    sft_dir = base_sft_dir(work)
     dev = [json.loads(p.read_text()) for p in sft_dir.glob("*-dev*.json")]
     grids = {}
     for r in dev:
@@ -117,7 +125,7 @@ def test_each_rl_row_is_tuned_on_dev_users_over_the_same_grid(quick):
     # the SFT checkpoint is scored on dev too: step 0 of every row's dev curve
     assert grids == {"sft": {None}, **{row: {1e-4, 1e-3} for row in ("sft_ce", "grpo_sample", "beam_rule", "rere")}}
     # the run at the chosen lr and the tuning seed is trained once and evaluated on dev and on the reported users
-    assert first.count("  RL ") == 3 * 2
+    assert first.count("  RL ") == 3 * 2 + 1  # + ReRe after the alignment SFT, at the lr dev chose for ReRe
     assert len(list(sft_dir.glob("*-model"))) == 4 * 2 + 1  # + row 4's seed 1 from the second invocation
     for r in dev:
         if r["row"] in ("grpo_sample", "beam_rule", "rere"):
@@ -128,7 +136,7 @@ def test_each_rl_row_is_tuned_on_dev_users_over_the_same_grid(quick):
 
 def test_every_rl_run_records_its_dev_curve(quick):
     work, first, _, _ = quick
-    (sft_dir,) = [p for p in work.glob("sft-*") if p.is_dir()]
+    sft_dir = base_sft_dir(work)
     runs = {p.parent.name: json.loads(p.read_text()) for p in sft_dir.glob("*-model/run.json")}
     rl = {name: r for name, r in runs.items() if not name.startswith("sft_ce-")}
     assert len(rl) == 3 * 2 + 1  # three RL rows x two lrs, and the second invocation's seed
@@ -142,8 +150,9 @@ def test_every_rl_run_records_its_dev_curve(quick):
 
 def test_every_lr_diagnostic_ranks_the_reported_users_with_each_grid_lr(quick):
     work, first, _, _ = quick
-    (sft_dir,) = [p for p in work.glob("sft-*") if p.is_dir()]
-    test_runs = [json.loads(p.read_text()) for p in sft_dir.glob("*-test*.json") if not p.name.startswith("sft-")]
+    sft_dir = base_sft_dir(work)
+    test_runs = [json.loads(p.read_text()) for p in sft_dir.glob("*-test*.json")
+                 if not p.name.startswith("sft-") and "-exact" not in p.name]  # not the beam-error check's ranks
     by_row = {}
     for r in test_runs:
         if r["seed"] == 0:
@@ -181,3 +190,103 @@ def test_top10_popularity_summary_and_missing_model_folder(tmp_path):
     assert s["distinct"] == 4 and s["top1_most_common"] == 2
     with pytest.raises(SystemExit, match="nope-model"):
         top10.main(["--sft_dir", str(tmp_path), "--models", "nope-model", "--no_results"])
+
+
+def test_quick_run_reports_the_alignment_rows_sft_spread_and_beam_errors(quick):
+    work, first, _, _ = quick
+    sft_dirs = [p for p in work.glob("sft-*") if p.is_dir()]
+    infos = [json.loads((p / "sft_info.json").read_text()) for p in sft_dirs]
+    assert len(sft_dirs) == 3  # seed 0, seed 1 (the spread) and seed 0 with the alignment tasks
+    assert len({i["params"] for i in infos}) == 1  # one tokenizer, one architecture for all three
+    rows = {line.split(" | ")[0] for line in first.splitlines() if line.startswith("| ")}
+    assert {"| 5. SFT + alignment tasks", "| 6. SFT + alignment tasks, then ReRe"} <= rows
+    assert "vs sft_align" in first  # ReRe+align is paired against SFT+align, not SFT
+    spread = first.split("### Seed spread")[1].split("###")[0]
+    assert "SFT, 2 seeds" in spread and "seed 0: " in spread and "seed 1: " in spread
+    errors = first.split("### Beam-error check")[1].split("###")[0]
+    assert errors.count("of 6 test rows") == 2  # SFT and ReRe, each on the same 6 rows
+
+
+def test_sft_is_deterministic_for_a_seed():
+    from types import SimpleNamespace
+
+    from reproductions._common import encode_examples, lean_sft, new_sft_model
+    from trl_rere.testing import train_tokenizer
+
+    _, valid = synthetic_sid_dataset(num_items=16, num_users=12, history_len=(2, 4), seed=1)
+    pairs = repro_sid.sid_prefix_pairs(valid)
+    tok = train_tokenizer(list(pairs["prompt"]) + list(pairs["target"]), kind="bpe", vocab_size=300)
+    a = SimpleNamespace(hidden=16, layers=1, heads=2, intermediate=32, sft_seed=0, device="cpu")
+    examples = encode_examples(tok, pairs, "sid")
+
+    def train(seed):
+        model = new_sft_model(tok, a, seed)
+        lean_sft(model, tok, examples, epochs=2.0, lr=1e-2, batch_size=4, seed=seed, heldout=examples[:5])
+        return model.state_dict()
+
+    first, again, other = train(3), train(3), train(4)
+    assert all(torch.equal(first[k], again[k]) for k in first)  # same configuration, same weights
+    assert not all(torch.equal(first[k], other[k]) for k in first)
+
+
+def test_earlier_pairs_stop_before_each_users_first_test_event_and_a_dev_users_dev_event():
+    from datasets import Dataset
+
+    def rows(spec):
+        cols = {k: [] for k in ("prompt", "user_id", "history_titles", "history_item_ids", "target", "target_item_id")}
+        for user, ids in spec:
+            cols["prompt"].append("")
+            cols["user_id"].append(user)
+            cols["history_item_ids"].append(ids[:-1])
+            cols["history_titles"].append([f"<a_{i}>" for i in ids[:-1]])
+            cols["target_item_id"].append(ids[-1])
+            cols["target"].append(f"<a_{ids[-1]}>")
+        return Dataset.from_dict(cols)
+
+    # u1: valid-only history pairs 1->2, 2->3 known; its first test row has history 1,2,3,4 (then 5, 6 later)
+    # u2: no valid rows; first test history 7,8,9. u3: a dev user whose dev event is 11 -> 12 (then 13 before test)
+    test = rows([("u1", [1, 2, 3, 4, 5]), ("u1", [1, 2, 3, 4, 5, 6]), ("u2", [7, 8, 9, 10]),
+                 ("u3", [11, 12, 13, 14])])
+    valid_pairs = repro_sid.sid_prefix_pairs(rows([("u1", [1, 2, 3])]))
+    dev = rows([("u3", [11, 12])])
+    pairs = repro_sid.earlier_pairs(test, dev, valid_pairs)
+    got = sorted((u, tuple(h), t) for u, h, t in zip(pairs["user_id"], pairs["history_item_ids"],
+                                                     pairs["target_item_id"]))
+    # u1: only 1,2,3 -> 4 is new (1->2 and 1,2->3 are the valid pairs; 5 is the first test target, 6 a later one);
+    # u2: 7->8, 7,8->9; u3: nothing (its dev event 11->12 is the first pair, and 13 comes after it)
+    assert got == [("u1", (1, 2, 3), 4), ("u2", (7,), 8), ("u2", (7, 8), 9)]
+    assert all(p.startswith("### User Input:") for p in pairs["prompt"])  # MiniOneRec's prompt, as the SFT pairs
+
+
+def test_catalog_ranks_agree_with_a_beam_search_as_wide_as_the_catalog():
+    from reproductions._common import catalog_ranks
+    from trl_rere import evaluate_ranking
+    from trl_rere.sid_tokens import add_sid_tokens
+    from trl_rere.testing import tiny_causal_lm, train_tokenizer
+    from trl_rere.trie import ItemTrie
+
+    catalog, users = synthetic_sid_dataset(num_items=12, num_users=6, history_len=(2, 4), seed=2)
+    tok = train_tokenizer(list(users["prompt"]), kind="bpe", vocab_size=300)
+    add_sid_tokens(tok, catalog)
+    model = tiny_causal_lm(tok, hidden_size=16, num_layers=2, num_heads=2, seed=5)
+    trie = ItemTrie.from_catalog(catalog, tok, item_format="sid")
+    _, records = evaluate_ranking(model, tok, users, trie, num_beams=len(trie), ks=(1, 5), show_progress=False,
+                                  return_predictions=True)
+    exact = catalog_ranks(model, tok, list(users["prompt"]), list(users["target"]), trie, chunk=5)
+    assert exact == [r["target_rank"] for r in records]
+    narrow = [r["target_rank"] for r in evaluate_ranking(model, tok, users, trie, num_beams=2, ks=(1,),
+                                                         show_progress=False, return_predictions=True)[1]]
+    # a narrow beam never ranks a target it keeps above its exact rank (it can only lose items above it)
+    assert all(b is None or b <= e for b, e in zip(narrow, exact))
+
+
+def test_clustered_standard_error_counts_users_not_rows():
+    from reproductions._common import mean_se, paired_difference
+
+    # four rows of two users: the SE of the two users' means, not of four independent rows
+    assert mean_se([0.0, 2.0, 4.0, 6.0], clusters=["a", "a", "b", "b"]) == pytest.approx((3.0, 2.0))
+    assert mean_se([0.0, 2.0, 4.0, 6.0])[1] == pytest.approx(1.2910, abs=1e-4)
+    assert paired_difference([1.0, 1.0, 3.0, 3.0], [0.0, 0.0, 0.0, 0.0], clusters=[1, 1, 2, 2]) == \
+        pytest.approx((2.0, 1.0))
+    with pytest.raises(ValueError):
+        mean_se([1.0, 2.0], clusters=["a"])  # one label per value
