@@ -255,45 +255,69 @@ def run_eval(model, tok, data, trie, a, out_json: Path, extra: dict) -> dict:
 
 
 @torch.no_grad()
-def catalog_ranks(model, tok, prompts, targets, trie, chunk: int = 1024) -> list[int]:
-    """The exact 0-based rank of each target among all the trie's items: every item's completion is teacher-forced
-    after the prompt and scored by the sum of its tokens' log-probabilities (normalised over the whole vocabulary,
-    as beam search scores them), and the rank counts the items that score higher. Beam search with `len(trie)` beams
-    finds this ranking; with fewer it may lose the target (a beam-search error), which this exposes.
+def catalog_ranks(model, tok, prompts, targets, trie, cap: int | None = None, chunk: int = 512) -> list[int]:
+    """The exact 0-based rank of each target among all the trie's items: an item's score is the sum of its completion
+    tokens' log-probabilities after the prompt (teacher-forced, normalised over the whole vocabulary, as beam search
+    scores them), and the rank counts the items that score higher. Beam search with `len(trie)` beams finds this
+    ranking; with fewer it may lose the target (a beam-search error), which this exposes.
 
-    Items must have completions of one length (semantic IDs do); the prompt is computed once and its cache repeated
-    over `chunk` items at a time."""
+    Exact, but not by scoring every item: a prefix's log-probability bounds every item under it (log-probabilities are
+    at most 0), so items whose first two tokens already score below the target are never completed, and the rest are
+    completed in order of that bound. With `cap`, a rank of `cap` or more is returned as `cap` as soon as `cap` items
+    are found above the target. Items must have completions of one length (semantic IDs do)."""
     import copy
     import inspect
 
     items = [trie.title_token_ids(i) for i in range(len(trie))]
-    if len({len(x) for x in items}) != 1:
-        raise ValueError("catalog_ranks needs completions of one length (semantic IDs); the trie's vary")
+    if len({len(x) for x in items}) != 1 or len(items[0]) < 2:
+        raise ValueError("catalog_ranks needs completions of one length, at least 2 tokens (semantic IDs)")
     index = {t: i for i, t in enumerate(trie.titles)}
     device = model.device
     tokens = torch.tensor(items, device=device)
-    L = tokens.shape[1]
+    n_items, L = tokens.shape
+    margin = 1e-4  # bounds computed in other batch shapes differ by float rounding: never prune on that
     model.eval()
     # transformers renames `past_key_values` to `cache` (5.40 drops the old name)
     cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+    def continue_from(prompt_out, n_prompt, seqs):
+        """Log-probabilities of each next token after every position of `seqs` (rows of token ids after the prompt)."""
+        cache = copy.deepcopy(prompt_out.past_key_values)
+        cache.batch_repeat_interleave(len(seqs))
+        width = seqs.shape[1]
+        logits = model(input_ids=seqs, **{cache_arg: cache}, use_cache=True,
+                       attention_mask=torch.ones(len(seqs), n_prompt + width, dtype=torch.long, device=device),
+                       position_ids=torch.arange(n_prompt, n_prompt + width, device=device).expand(len(seqs), -1)).logits
+        return torch.log_softmax(logits.float(), -1)
+
+    def full_scores(prompt_out, n_prompt, first, rows):
+        logp = continue_from(prompt_out, n_prompt, tokens[rows, :-1])
+        return first[rows] + logp.gather(-1, tokens[rows, 1:, None])[..., 0].sum(-1)
+
     ranks = []
     for prompt, target in zip(prompts, targets, strict=True):
         ids = torch.tensor([tok(prompt)["input_ids"]], device=device)
         out = model(input_ids=ids, use_cache=True)
+        n_prompt = ids.shape[1]
         first = torch.log_softmax(out.logits[0, -1].float(), -1)[tokens[:, 0]]
-        rest = []
-        for k in range(0, len(items), chunk):
-            part = tokens[k : k + chunk]
-            cache = copy.deepcopy(out.past_key_values)
-            cache.batch_repeat_interleave(len(part))
-            n = ids.shape[1]
-            logits = model(input_ids=part[:, :-1], **{cache_arg: cache}, use_cache=True,
-                           attention_mask=torch.ones(len(part), n + L - 1, dtype=torch.long, device=device),
-                           position_ids=torch.arange(n, n + L - 1, device=device).expand(len(part), -1)).logits
-            logp = torch.log_softmax(logits.float(), -1).gather(-1, part[:, 1:, None])[..., 0]
-            rest.append(logp.sum(-1))
-        scores = first + torch.cat(rest)
-        ranks.append(int((scores > scores[index[target]]).sum()))
+        t = index[target]
+        s_t = full_scores(out, n_prompt, first, torch.tensor([t], device=device))[0]
+        # bound 1: the first token; bound 2: the first two (one forward per distinct first token)
+        alive = torch.nonzero(first > s_t - margin)[:, 0]
+        heads, inverse = torch.unique(tokens[alive, 0], return_inverse=True)
+        second = continue_from(out, n_prompt, heads[:, None])[:, 0]
+        bound = first[alive] + second[inverse, tokens[alive, 1]]
+        keep = bound > s_t - margin
+        alive, bound = alive[keep], bound[keep]
+        alive = alive[torch.argsort(bound, descending=True)]
+        alive = alive[alive != t]
+        above = 0
+        for k in range(0, len(alive), chunk):
+            above += int((full_scores(out, n_prompt, first, alive[k : k + chunk]) > s_t).sum())
+            if cap is not None and above >= cap:
+                above = cap
+                break
+        ranks.append(above)
     return ranks
 
 

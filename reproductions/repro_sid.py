@@ -608,8 +608,9 @@ def collect(names, grid, seeds, compute, a, ctxs, report_tag, test, chosen) -> t
 
 
 def beam_errors(results, a, ctxs, test, report_tag, compute) -> dict:
-    """Exact catalog ranks (`catalog_ranks`) of the first `--beam_error_rows` rows of a seeded permutation of the
-    test rows, for SFT and ReRe (tuning seed), beside the same rows' beam ranks; cached like the runs."""
+    """Exact catalog ranks (`catalog_ranks`, capped at the beam width: only ranks inside it can be compared) of the
+    first `--beam_error_rows` rows of a seeded permutation of the test rows, for SFT and ReRe (tuning seed), beside the
+    same rows' beam ranks; cached like the runs."""
     from transformers import AutoModelForCausalLM
 
     order = list(range(len(test)))
@@ -622,7 +623,7 @@ def beam_errors(results, a, ctxs, test, report_tag, compute) -> dict:
             continue
         ctx = ctxs[name]
         stem = run_name(name, run.get("lr"), run["seed"], a, ctx["steps"])
-        path = ctx["sft_dir"] / f"{stem}-exact{len(rows)}-{report_tag}.json"
+        path = ctx["sft_dir"] / f"{stem}-exact{len(rows)}c{a.eval_beams}-{report_tag}.json"
         if not path.exists() or a.fresh:
             if not compute:
                 continue
@@ -630,7 +631,7 @@ def beam_errors(results, a, ctxs, test, report_tag, compute) -> dict:
             model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).to(a.device)
             t0 = time.time()
             exact = catalog_ranks(model, ctx["tok"], [test[i]["prompt"] for i in rows],
-                                  [test[i]["target"] for i in rows], ctx["trie"])
+                                  [test[i]["target"] for i in rows], ctx["trie"], cap=a.eval_beams)
             path.write_text(json.dumps({"rows": rows, "exact": exact, "seconds": time.time() - t0}))
             log(f"  beam-error check {name}: {len(rows)} rows in {time.time() - t0:.0f}s")
         saved = json.loads(path.read_text())

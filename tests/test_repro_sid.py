@@ -274,6 +274,9 @@ def test_catalog_ranks_agree_with_a_beam_search_as_wide_as_the_catalog():
                                   return_predictions=True)
     exact = catalog_ranks(model, tok, list(users["prompt"]), list(users["target"]), trie, chunk=5)
     assert exact == [r["target_rank"] for r in records]
+    assert len(set(exact)) > 1 and max(exact) > 3  # targets at several ranks, the pruning's bounds tested
+    capped = catalog_ranks(model, tok, list(users["prompt"]), list(users["target"]), trie, cap=3, chunk=2)
+    assert capped == [min(r, 3) for r in exact]  # "3 or more" once three items are found above the target
     narrow = [r["target_rank"] for r in evaluate_ranking(model, tok, users, trie, num_beams=2, ks=(1,),
                                                          show_progress=False, return_predictions=True)[1]]
     # a narrow beam never ranks a target it keeps above its exact rank (it can only lose items above it)
