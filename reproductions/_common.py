@@ -285,10 +285,10 @@ def catalog_ranks(model, tok, prompts, targets, trie, cap: int | None = None, ch
         cache = copy.deepcopy(prompt_out.past_key_values)
         cache.batch_repeat_interleave(len(seqs))
         width = seqs.shape[1]
-        logits = model(input_ids=seqs, **{cache_arg: cache}, use_cache=True,
-                       attention_mask=torch.ones(len(seqs), n_prompt + width, dtype=torch.long, device=device),
-                       position_ids=torch.arange(n_prompt, n_prompt + width, device=device).expand(len(seqs), -1)).logits
-        return torch.log_softmax(logits.float(), -1)
+        model_out = model(input_ids=seqs, **{cache_arg: cache}, use_cache=True,
+                          attention_mask=torch.ones(len(seqs), n_prompt + width, dtype=torch.long, device=device),
+                          position_ids=torch.arange(n_prompt, n_prompt + width, device=device).expand(len(seqs), -1))
+        return torch.log_softmax(model_out.logits.float(), -1)
 
     def full_scores(prompt_out, n_prompt, first, rows):
         logp = continue_from(prompt_out, n_prompt, tokens[rows, :-1])

@@ -241,6 +241,17 @@ def earlier_pairs(test, dev, seen_pairs):
     return pairs.select(keep)
 
 
+def sft_pairs(valid, test, n_dev: int, seed: int, sft_data: str = "valid+earlier"):
+    """(SFT pairs, dev rows, the valid split's pairs, the earlier pairs): `split_dev`, then with "valid+earlier" the
+    `earlier_pairs` of the test users appended; what every SFT checkpoint of the table trains on."""
+    from datasets import concatenate_datasets
+
+    valid_pairs, dev = split_dev(valid, n_dev, seed)
+    earlier = earlier_pairs(test, dev, valid_pairs) if sft_data == "valid+earlier" else valid_pairs.select([])
+    train = concatenate_datasets([valid_pairs, earlier]) if len(earlier) else valid_pairs
+    return train, dev, valid_pairs, earlier
+
+
 def build_tokenizer(a, catalog, texts, work: Path):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -663,12 +674,8 @@ def main(argv=None):
         texts = load_item_texts(a.data_dir, CATEGORY, catalog)
     except FileNotFoundError as e:
         sys.exit(f"error: {e}")
-    valid_pairs, dev = split_dev(ds["valid"], a.dev_users, a.eval_seed)
     test = ds["test"]
-    earlier = earlier_pairs(test, dev, valid_pairs) if a.sft_data == "valid+earlier" else valid_pairs.select([])
-    from datasets import concatenate_datasets
-
-    train = concatenate_datasets([valid_pairs, earlier]) if len(earlier) else valid_pairs
+    train, dev, valid_pairs, earlier = sft_pairs(ds["valid"], test, a.dev_users, a.eval_seed, a.sft_data)
     if a.sft_max_pairs:
         train = train.select(range(min(a.sft_max_pairs, len(train))))
     if a.eval_users:

@@ -28,8 +28,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository: 
 import torch  # noqa: E402
 
 from benchmarks._results import write_section  # noqa: E402
-from reproductions._common import CATEGORY, REPO, hardware, split_rl_pool  # noqa: E402
-from reproductions.repro_sid import popularity_thirds, split_dev  # noqa: E402
+from reproductions._common import CATEGORY, REPO, hardware  # noqa: E402
+from reproductions.repro_sid import popularity_thirds, sft_pairs  # noqa: E402
 from trl_rere.data import load_amazon  # noqa: E402
 from trl_rere.evaluation import evaluate_ranking  # noqa: E402
 from trl_rere.trie import ItemTrie  # noqa: E402
@@ -44,8 +44,9 @@ def parse_args(argv=None):
     p.add_argument("--sft_dir", required=True, help="repro_sid.py's SFT checkpoint folder (tokenizer and SFT model)")
     p.add_argument("--models", required=True, help="comma list of model folders inside --sft_dir")
     p.add_argument("--data_dir", default=str(REPO.parent / "shared" / "data"))
-    p.add_argument("--dev_users", type=int, default=300, help="as repro_sid.py: the SFT pairs exclude them")
-    p.add_argument("--heldout_frac", type=float, default=None, help="as repro_sid.py --rl_pool heldout, if used")
+    p.add_argument("--dev_users", type=int, default=1000, help="as repro_sid.py: the SFT pairs exclude them")
+    p.add_argument("--sft_data", choices=("valid", "valid+earlier"), default="valid+earlier",
+                   help="as repro_sid.py: the SFT pairs, whose targets define popularity")
     p.add_argument("--eval_seed", type=int, default=1234, help="repro_sid.py's dev split seed")
     p.add_argument("--users", type=int, default=600, help="test users sampled (seed --sample_seed)")
     p.add_argument("--sample_seed", type=int, default=7)
@@ -90,9 +91,7 @@ def main(argv=None):
         sys.exit(f"not a trained model folder in {sft_dir}: {', '.join(missing) or '(the SFT checkpoint itself)'}")
     catalog, ds = load_amazon(a.data_dir, CATEGORY, splits=("valid", "test"), item_format="sid",
                               max_history=10)
-    train, _ = split_dev(ds["valid"], a.dev_users, a.eval_seed)
-    if a.heldout_frac:
-        train, _ = split_rl_pool(train, a.heldout_frac)
+    train = sft_pairs(ds["valid"], ds["test"], a.dev_users, a.eval_seed, a.sft_data)[0]
     counts = collections.Counter(train["target"])
     _, popular_from = popularity_thirds([counts[t] for t in ds["test"]["target"]])
     test = ds["test"].select(sorted(random.Random(a.sample_seed).sample(range(len(ds["test"])), a.users)))
