@@ -154,6 +154,8 @@ def parse_args(argv=None):
     p.add_argument("--test_every_lr", action="store_true",
                    help="also rank the reported users with every grid lr of the tuning seed (a diagnostic of the lr "
                    "choice: how dev and test agree; never used to choose)")
+    p.add_argument("--test_lrs", default=None,
+                   help="with --test_every_lr, only these grid lrs (comma list; default: the whole grid)")
     p.add_argument("--dev_points", type=int, default=0,
                    help="dev evaluations during each RL run (the dev curve; 0: none, the run's end is ranked on dev "
                    "anyway)")
@@ -610,7 +612,7 @@ def collect(names, grid, seeds, compute, a, ctxs, report_tag, test, chosen) -> t
             results[name] = runs
         if a.test_every_lr and ROWS[name][1] is not None and dev_scores[name]:
             diagnostic[name] = {lr: r for r in runs if r["seed"] == a.tune_seed}
-            for other in grid:
+            for other in [float(x) for x in a.test_lrs.split(",")] if a.test_lrs else grid:
                 if other not in diagnostic[name]:
                     run = get_result(name, other, a.tune_seed, report_tag, test, name in compute, a, ctx)
                     if run is not None:
