@@ -257,8 +257,9 @@ def sft_pairs(valid, test, n_dev: int, seed: int, sft_data: str = "valid+earlier
 def build_tokenizer(a, catalog, texts, work: Path):
     from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
-    cfg = {"tok": a.tokenizer, "vocab": a.vocab_size, "codes": config_key(sorted(catalog.titles)),
-           "titles": config_key(sorted(texts.titles.values()))}
+    cfg = {"tok": a.tokenizer, "vocab": a.vocab_size, "codes": config_key(sorted(catalog.titles))}
+    if texts is not None:  # None: the wording alone (sid_quality's recipe, measured before the titles were added)
+        cfg["titles"] = config_key(sorted(texts.titles.values()))
     tok_dir = work / f"tokenizer-{config_key(cfg)}"
     if (tok_dir / "tokenizer.json").exists() and not a.fresh:
         return PreTrainedTokenizerFast.from_pretrained(tok_dir), tok_dir.name
@@ -266,8 +267,9 @@ def build_tokenizer(a, catalog, texts, work: Path):
         wording = SID_PROMPT_TEMPLATE.replace("{history}", "")
         # the titles too: the +align rows ask for them, and every row shares one tokenizer
         # the wording is repeated so that its words are merged whole, as few titles' words are
-        titles = sorted(texts.titles.values())
-        tok = train_tokenizer([wording] * len(titles) + ["0123456789, "] + titles, kind="bpe", vocab_size=a.vocab_size)
+        titles = sorted(texts.titles.values()) if texts is not None else []
+        tok = train_tokenizer([wording] * max(4, len(titles)) + ["0123456789, "] + titles, kind="bpe",
+                              vocab_size=a.vocab_size)
     else:
         tok = AutoTokenizer.from_pretrained(a.tokenizer)
         tok.pad_token = tok.pad_token or tok.eos_token

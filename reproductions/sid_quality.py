@@ -77,7 +77,8 @@ def parse_args(argv=None):
     p.add_argument("--report_only", action="store_true", help="merge cached results, compute nothing")
     a = p.parse_args(argv)
     # the SFT recipe: repro_sid's own defaults (or its --quick configuration)
-    a.recipe = repro_sid.parse_args(["--quick"] if a.quick else [])
+    # pinned to the recipe sid_quality.md was measured with (300 dev users, a 512-token BPE of the wording alone)
+    a.recipe = repro_sid.parse_args((["--quick"] if a.quick else []) + ["--dev_users", "300", "--vocab_size", "512"])
     a.recipe.device, a.recipe.threads = a.device, a.threads
     if a.eval_users is not None:
         a.recipe.eval_users = a.eval_users
@@ -167,7 +168,7 @@ def run_one(name: str, folder: Path, seed: int, a) -> dict:
         return json.loads(out.read_text())
     if a.report_only:
         return None
-    tok, _ = repro_sid.build_tokenizer(r, catalog, work)
+    tok, _ = repro_sid.build_tokenizer(r, catalog, None, work)
     trie = ItemTrie.from_catalog(catalog, tok, item_format="sid")
     model = common.new_sft_model(tok, r)
     t0 = time.time()
