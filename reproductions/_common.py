@@ -266,7 +266,8 @@ def catalog_ranks(model, tok, prompts, targets, trie, cap: int | None = None, ch
     completed in order of that bound. With `cap`, a rank of `cap` or more is returned as `cap` as soon as `cap` items
     are found above the target. Items must have completions of one length (semantic IDs do)."""
     import copy
-    import inspect
+
+    from trl_rere._compat import CACHE_ARG
 
     items = [trie.title_token_ids(i) for i in range(len(trie))]
     if len({len(x) for x in items}) != 1 or len(items[0]) < 2:
@@ -277,15 +278,13 @@ def catalog_ranks(model, tok, prompts, targets, trie, cap: int | None = None, ch
     n_items, L = tokens.shape
     margin = 1e-4  # bounds computed in other batch shapes differ by float rounding: never prune on that
     model.eval()
-    # transformers renames `past_key_values` to `cache` (5.40 drops the old name)
-    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def continue_from(prompt_out, n_prompt, seqs):
         """Log-probabilities of each next token after every position of `seqs` (rows of token ids after the prompt)."""
-        cache = copy.deepcopy(prompt_out.past_key_values)
+        cache = copy.deepcopy(getattr(prompt_out, CACHE_ARG))
         cache.batch_repeat_interleave(len(seqs))
         width = seqs.shape[1]
-        model_out = model(input_ids=seqs, **{cache_arg: cache}, use_cache=True,
+        model_out = model(input_ids=seqs, **{CACHE_ARG: cache}, use_cache=True,
                           attention_mask=torch.ones(len(seqs), n_prompt + width, dtype=torch.long, device=device),
                           position_ids=torch.arange(n_prompt, n_prompt + width, device=device).expand(len(seqs), -1))
         return torch.log_softmax(model_out.logits.float(), -1)
