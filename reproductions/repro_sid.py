@@ -41,8 +41,8 @@ beta, lr grid):
 Rows and seeds can run in separate invocations (`--rows rere --seeds 1`): every (row, lr, seed, evaluation) result is
 a JSON file under `--work_dir`, reused when present, and the tables merge whatever results of this configuration are
 there (`--report_only` merges without computing). `--rows` also takes `sft_spread` (the other SFT seeds) and
-`beam_error`. The table goes to reproductions/sid.md, section `repro_sid`; `--quick` runs a tiny configuration and
-writes nothing there.
+`beam_error`. The table goes to reproductions/sid.md, section `repro_sid` (`--section`: another model size's table
+beside it); `--quick` runs a tiny configuration and writes nothing there.
 
 Run:  python reproductions/repro_sid.py                                   (everything: tuning, 3 seeds per row)
       python reproductions/repro_sid.py --rows rere --seeds 0 --no_results (part of it; the rest in other invocations)
@@ -167,9 +167,14 @@ def parse_args(argv=None):
     p.add_argument("--quick", action="store_true", help="tiny sanity run; sid.md untouched")
     p.add_argument("--fresh", action="store_true", help="ignore cached results")
     p.add_argument("--no_results", action="store_true", help="do not write reproductions/sid.md")
+    p.add_argument("--section", default="repro_sid",
+                   help="the section of reproductions/sid.md the table replaces: another model size (--hidden, "
+                   "--layers, ...) gets its own, e.g. repro_sid_5m, so that the main table stays")
     a = p.parse_args(argv)
     if a.dev_points < 0:
         p.error(f"--dev_points must be at least 0, got {a.dev_points}")
+    if not a.section.replace("_", "").isalnum():
+        p.error(f"--section must be letters, digits and underscores (a marker name in sid.md), got {a.section!r}")
     if a.quick:
         a.work_dir = str(Path(a.work_dir) / "quick")
         a.sft_max_pairs, a.sft_epochs, a.sft_batch = 256, 1.0, 32
@@ -749,9 +754,9 @@ def main(argv=None):
         {k: [{"seed": r["seed"], "lr": r.get("lr"), "metrics": r["metrics"]} for r in v] for k, v in results.items()},
         indent=1))
     if not a.no_results:
-        write_section(PAGE, "repro_sid", f"## ReRe over semantic IDs on Industrial_and_Scientific "
-                      f"(`reproductions/repro_sid.py`)\n\n{table}")
-        log(f"wrote section repro_sid of {PAGE}")
+        write_section(PAGE, a.section, f"## ReRe over semantic IDs on Industrial_and_Scientific, "
+                      f"{info['params'] / 1e6:.2f}M-parameter model (`reproductions/repro_sid.py`)\n\n{table}")
+        log(f"wrote section {a.section} of {PAGE}")
     log(f"total wall time {(time.time() - t_start) / 60:.1f} min")
 
 

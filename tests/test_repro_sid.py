@@ -293,3 +293,10 @@ def test_clustered_standard_error_counts_users_not_rows():
         pytest.approx((2.0, 1.0))
     with pytest.raises(ValueError):
         mean_se([1.0, 2.0], clusters=["a"])  # one label per value
+
+
+def test_section_names_a_marker_of_the_results_page(capsys):
+    assert repro_sid.parse_args(["--section", "repro_sid_5m"]).section == "repro_sid_5m"
+    with pytest.raises(SystemExit):
+        repro_sid.parse_args(["--section", "5m -->"])  # would break the page's markers
+    assert "--section must be letters, digits and underscores" in capsys.readouterr().err
