@@ -497,7 +497,7 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None, spread=None, e
     spread_lines = []
     if spread:
         vals = {r["seed"]: r["metrics"]["NDCG@10"] for r in spread}
-        spread_lines.append(f"- SFT, {len(vals)} seeds (same data and recipe): NDCG@10 " + ", ".join(
+        spread_lines.append(f"- SFT, {len(vals)} seed{'s' * (len(vals) > 1)} (same data and recipe): NDCG@10 " + ", ".join(
             f"seed {s}: {v:.4f}" for s, v in sorted(vals.items()))
             + f"; range {max(vals.values()) - min(vals.values()):.4f}")
         for name, runs in results.items():
@@ -544,9 +544,11 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None, spread=None, e
         f"SFT pairs (the authors' recipe). Dev: the latest valid event of {info['n_dev']} seeded users, held out of "
         f"SFT and RL (early stopping, lr choice). Reported: all {n_users} test rows of {len(set(clusters))} users; "
         f"SEs clustered by user. Trie-constrained beam search, {a.eval_beams} beams.\n"
-        f"- Alignment rows: SFT adds {a.align_tasks} ({info.get('n_align', 0)} rows; `trl_rere.data.mix_sft_tasks`), "
-        f"the RL pool adds {a.align_rl_tasks} ({info.get('n_align_rl', 0)} prompts; `mix_rl_tasks`); lr: "
-        + ("tuned on dev" if a.align_lr == "tune" else "the lr dev chose for row 4 (fixed in advance)") + ".\n"
+        + (f"- Alignment rows: SFT adds {a.align_tasks} ({info.get('n_align', 0)} rows; "
+           f"`trl_rere.data.mix_sft_tasks`), the RL pool adds {a.align_rl_tasks} ({info.get('n_align_rl', 0)} prompts; "
+           f"`mix_rl_tasks`); lr: " + ("tuned on dev" if a.align_lr == "tune" else
+                                       "the lr dev chose for row 4 (fixed in advance)") + ".\n"
+           if set(results) & {"sft_align", "rere_align"} else "") +
         f"- Tokenizer: {info['tokenizer']}; mean prompt length {info['prompt_len']:.0f} tokens; an item is 3 code "
         f"tokens + newline + EOS.\n"
         f"- Model: Qwen2-style from scratch, hidden {a.hidden}, {a.layers} layers, {a.heads} heads, MLP "
