@@ -186,6 +186,15 @@ def parse_args(argv=None):
         a.no_results = True
     else:
         a.sft_max_pairs, a.align_rows = None, None
+    if a.test_lrs is not None:  # checked after --quick, which brings its own grid
+        if not a.test_every_lr:
+            p.error("--test_lrs needs --test_every_lr (it chooses which grid lrs that diagnostic ranks)")
+        try:
+            outside = [x for x in a.test_lrs.split(",") if float(x) not in {float(g) for g in a.lr_grid.split(",")}]
+        except ValueError as e:
+            p.error(f"--test_lrs {a.test_lrs!r} / --lr_grid {a.lr_grid!r}: {e}")
+        if outside:
+            p.error(f"--test_lrs {','.join(outside)} not in --lr_grid {a.lr_grid}")
     return a
 
 
@@ -497,9 +506,10 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None, spread=None, e
     spread_lines = []
     if spread:
         vals = {r["seed"]: r["metrics"]["NDCG@10"] for r in spread}
-        spread_lines.append(f"- SFT, {len(vals)} seed{'s' * (len(vals) > 1)} (same data and recipe): NDCG@10 " + ", ".join(
-            f"seed {s}: {v:.4f}" for s, v in sorted(vals.items()))
-            + f"; range {max(vals.values()) - min(vals.values()):.4f}")
+        seeds = f"{len(vals)} seed{'s' * (len(vals) > 1)}"
+        spread_lines.append(f"- SFT, {seeds} (same data and recipe): NDCG@10 "
+                            + ", ".join(f"seed {s}: {v:.4f}" for s, v in sorted(vals.items()))
+                            + f"; range {max(vals.values()) - min(vals.values()):.4f}")
         for name, runs in results.items():
             if len(runs) > 1:
                 v = [r["metrics"]["NDCG@10"] for r in runs]
@@ -537,6 +547,13 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None, spread=None, e
     if any("dev NDCG@10 by step" in c for c in curves) and info.get("sft_dev") is not None:
         curves.insert(0, f"- SFT (step 0 of every run): dev NDCG@10 {info['sft_dev']:.4f}")
     popularity = popularity_breakdown(results, n_users, info["target_counts"], clusters)
+    align_line = ""
+    if set(results) & {"sft_align", "rere_align"}:
+        align_line = (f"- Alignment rows: SFT adds {a.align_tasks} ({info.get('n_align', 0)} rows; "
+                      f"`trl_rere.data.mix_sft_tasks`), the RL pool adds {a.align_rl_tasks} "
+                      f"({info.get('n_align_rl', 0)} prompts; `mix_rl_tasks`); lr: "
+                      + ("tuned on dev" if a.align_lr == "tune" else "the lr dev chose for row 4 (fixed in advance)")
+                      + ".\n")
     settings = (
         f"- Data: MiniOneRec's Industrial_and_Scientific files. SFT pairs: {info['n_sft']} = {info['n_valid_pairs']} "
         f"(history prefix -> next item) pairs of the valid split + {info['n_earlier']} earlier pairs of the test "
@@ -544,11 +561,7 @@ def render(results, chosen, dev_scores, a, info, diagnostic=None, spread=None, e
         f"SFT pairs (the authors' recipe). Dev: the latest valid event of {info['n_dev']} seeded users, held out of "
         f"SFT and RL (early stopping, lr choice). Reported: all {n_users} test rows of {len(set(clusters))} users; "
         f"SEs clustered by user. Trie-constrained beam search, {a.eval_beams} beams.\n"
-        + (f"- Alignment rows: SFT adds {a.align_tasks} ({info.get('n_align', 0)} rows; "
-           f"`trl_rere.data.mix_sft_tasks`), the RL pool adds {a.align_rl_tasks} ({info.get('n_align_rl', 0)} prompts; "
-           f"`mix_rl_tasks`); lr: " + ("tuned on dev" if a.align_lr == "tune" else
-                                       "the lr dev chose for row 4 (fixed in advance)") + ".\n"
-           if set(results) & {"sft_align", "rere_align"} else "") +
+        + align_line +
         f"- Tokenizer: {info['tokenizer']}; mean prompt length {info['prompt_len']:.0f} tokens; an item is 3 code "
         f"tokens + newline + EOS.\n"
         f"- Model: Qwen2-style from scratch, hidden {a.hidden}, {a.layers} layers, {a.heads} heads, MLP "

@@ -300,3 +300,15 @@ def test_section_names_a_marker_of_the_results_page(capsys):
     with pytest.raises(SystemExit):
         repro_sid.parse_args(["--section", "5m -->"])  # would break the page's markers
     assert "--section must be letters, digits and underscores" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--test_lrs", "1e-4"], "--test_lrs needs --test_every_lr"),
+    (["--test_every_lr", "--test_lrs", "3e-4"], "--test_lrs 3e-4 not in --lr_grid"),
+    (["--test_every_lr", "--test_lrs", "1e-4x"], "could not convert string to float"),
+])
+def test_test_lrs_is_refused_where_it_would_be_ignored_or_train_outside_the_grid(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        repro_sid.parse_args(argv)
+    assert message in capsys.readouterr().err
+    assert repro_sid.parse_args(["--test_every_lr", "--test_lrs", "0.0001"]).test_lrs == "0.0001"
